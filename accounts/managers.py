@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.contrib.auth.base_user import BaseUserManager
+from django.db import models
+
+if TYPE_CHECKING:
+    from accounts.models import User
+
+
+class UserQuerySet(models.QuerySet["User"]):
+    def active(self) -> UserQuerySet:
+        """Return users that may sign in."""
+        return self.filter(is_active=True)
+
+    def with_email(self, email: str) -> UserQuerySet:
+        """Return the user with *email* in any letter case (Lower index)."""
+        return self.filter(email__lower=email.strip().lower())
+
+
+class UserManager(BaseUserManager.from_queryset(UserQuerySet)):  # type: ignore[misc]
+    """Manager for email-login users."""
+
+    use_in_migrations = True
+
+    def get_by_natural_key(self, username: str | None) -> User:
+        """Return the user whose email matches *username* in any letter case."""
+        return self.with_email(username or "").get()
+
+    def _create_user(
+        self, email: str, password: str | None, **extra_fields: Any
+    ) -> User:
+        if not email:
+            raise ValueError("The email must be set")
+        email = self.normalize_email(email.strip())
+        extra_fields.setdefault("username", email.split("@")[0])
+        user = self.model(email=email, **extra_fields)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_user(
+        self, email: str, password: str | None = None, **extra_fields: Any
+    ) -> User:
+        """Create a regular user."""
+        extra_fields.setdefault("is_staff", False)
+        extra_fields.setdefault("is_superuser", False)
+        return self._create_user(email, password, **extra_fields)
+
+    def create_superuser(
+        self, email: str, password: str | None = None, **extra_fields: Any
+    ) -> User:
+        """Create a staff superuser."""
+        extra_fields.setdefault("is_staff", True)
+        extra_fields.setdefault("is_superuser", True)
+        if extra_fields.get("is_staff") is not True:
+            raise ValueError("Superuser must have is_staff=True.")
+        if extra_fields.get("is_superuser") is not True:
+            raise ValueError("Superuser must have is_superuser=True.")
+        return self._create_user(email, password, **extra_fields)

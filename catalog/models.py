@@ -1,0 +1,103 @@
+from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex, OpClass
+from django.contrib.postgres.search import SearchVector
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models.functions import Upper
+from django.utils import timezone
+
+from catalog.managers import CategoryManager, ProductManager
+
+SKU_VALIDATOR = RegexValidator(
+    r"^[A-Za-z0-9._-]{1,64}$",
+    "SKU must be 1-64 characters of letters, digits, '.', '_' or '-'.",
+)
+PRICE_MAX_DIGITS = 12
+
+
+class Category(models.Model):
+    """A group of products, addressed by its unique slug."""
+
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=100, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CategoryManager()
+
+    class Meta:
+        verbose_name_plural = "categories"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Product(models.Model):
+    """An item for sale, identified by its unique SKU."""
+
+    sku = models.CharField(
+        "SKU", max_length=64, unique=True, validators=[SKU_VALIDATOR]
+    )
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    price = models.DecimalField(
+        max_digits=PRICE_MAX_DIGITS,
+        decimal_places=2,
+        validators=[MinValueValidator(0)],
+    )
+    stock = models.IntegerField(default=0, validators=[MinValueValidator(0)])
+    is_active = models.BooleanField(default=True)
+    category = models.ForeignKey(
+        Category, on_delete=models.PROTECT, related_name="products"
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="products"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ProductManager()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(price__gte=0),
+                name="catalog_product_price_gte_0",
+                violation_error_message="Price must be greater than or equal to 0.",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(stock__gte=0),
+                name="catalog_product_stock_gte_0",
+                violation_error_message="Stock must be greater than or equal to 0.",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["category", "is_active"], name="catalog_product_cat_active"
+            ),
+            models.Index(
+                fields=["is_active", "-created_at", "-id"],
+                name="catalog_product_active_new",
+            ),
+            models.Index(fields=["-created_at", "-id"], name="catalog_product_created"),
+            models.Index(fields=["price", "id"], name="catalog_product_price"),
+            models.Index(fields=["name", "id"], name="catalog_product_name"),
+            # Trigram indexes serve icontains (UPPER(col) LIKE UPPER('%q%')).
+            GinIndex(
+                OpClass(Upper("name"), name="gin_trgm_ops"),
+                name="catalog_product_name_trgm",
+            ),
+            GinIndex(
+                OpClass(Upper("sku"), name="gin_trgm_ops"),
+                name="catalog_product_sku_trgm",
+            ),
+            GinIndex(
+                SearchVector("description", config="english"),
+                name="catalog_product_desc_fts",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sku} {self.name}"

@@ -1,0 +1,157 @@
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from catalog.models import Category, Product
+from tests.factories import CategoryFactory, ProductFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "admin:catalog_product_changelist"
+
+
+def test_changelist_runs_constant_queries_whatever_the_page(
+    admin_client, django_assert_max_num_queries
+):
+    ProductFactory.create_batch(30)
+    url = reverse(CHANGELIST)
+    admin_client.get(url)  # warm the session and content types
+    with django_assert_max_num_queries(12):
+        response = admin_client.get(url)
+    assert response.status_code == 200
+    ProductFactory.create_batch(20)
+    with django_assert_max_num_queries(12):
+        admin_client.get(url)
+
+
+def test_search_by_exact_sku_and_name_prefix(admin_client):
+    ProductFactory(sku="ABC-123", name="Walnut desk")
+    ProductFactory(sku="XYZ-999", name="Oak chair")
+    url = reverse(CHANGELIST)
+    response = admin_client.get(url, {"q": "abc-123"})
+    assert b"ABC-123" in response.content
+    assert b"XYZ-999" not in response.content
+    response = admin_client.get(url, {"q": "oak"})
+    assert b"XYZ-999" in response.content
+    assert b"ABC-123" not in response.content
+
+
+def test_filters(admin_client):
+    category = CategoryFactory()
+    in_stock = ProductFactory(category=category, stock=5)
+    sold_out = ProductFactory(stock=0, is_active=False)
+    url = reverse(CHANGELIST)
+    content = admin_client.get(url, {"in_stock": "yes"}).content
+    assert in_stock.sku.encode() in content
+    assert sold_out.sku.encode() not in content
+    content = admin_client.get(url, {"in_stock": "no"}).content
+    assert sold_out.sku.encode() in content
+    content = admin_client.get(url, {"is_active__exact": "0"}).content
+    assert sold_out.sku.encode() in content
+    assert in_stock.sku.encode() not in content
+    content = admin_client.get(url, {"category__id__exact": category.pk}).content
+    assert in_stock.sku.encode() in content
+    assert sold_out.sku.encode() not in content
+
+
+def test_add_and_change_product(admin_client):
+    category = CategoryFactory()
+    owner = UserFactory()
+    data = {
+        "sku": "NEW-1",
+        "name": "New thing",
+        "slug": "new-thing",
+        "description": "",
+        "price": "9.99",
+        "stock": "3",
+        "is_active": "on",
+        "category": category.pk,
+        "owner": owner.pk,
+    }
+    response = admin_client.post(reverse("admin:catalog_product_add"), data)
+    assert response.status_code == 302, response.content
+    product = Product.objects.get(sku="NEW-1")
+    change_url = reverse("admin:catalog_product_change", args=[product.pk])
+    assert admin_client.get(change_url).status_code == 200
+    response = admin_client.post(change_url, {**data, "price": "12.50"})
+    assert response.status_code == 302
+    product.refresh_from_db()
+    assert product.price == Decimal("12.50")
+
+
+def test_change_form_rejects_negative_price(admin_client):
+    product = ProductFactory()
+    response = admin_client.post(
+        reverse("admin:catalog_product_change", args=[product.pk]),
+        {
+            "sku": product.sku,
+            "name": product.name,
+            "price": "-1",
+            "stock": "1",
+            "category": product.category_id,
+            "owner": product.owner_id,
+        },
+    )
+    assert response.status_code == 200
+    assert b"greater than or equal to 0" in response.content
+
+
+def test_list_editable_saves_price_stock_active(admin_client):
+    product = ProductFactory(price=Decimal("1.00"), stock=1)
+    response = admin_client.post(
+        reverse(CHANGELIST),
+        {
+            "form-TOTAL_FORMS": "1",
+            "form-INITIAL_FORMS": "1",
+            "form-0-id": product.pk,
+            "form-0-price": "2.50",
+            "form-0-stock": "7",
+            "_save": "Save",
+        },
+    )
+    assert response.status_code == 302, response.content
+    product.refresh_from_db()
+    assert (product.price, product.stock, product.is_active) == (
+        Decimal("2.50"),
+        7,
+        False,
+    )
+
+
+def test_activate_and_deactivate_actions(admin_client):
+    products = ProductFactory.create_batch(3)
+    ids = [p.pk for p in products]
+    url = reverse(CHANGELIST)
+    admin_client.post(url, {"action": "deactivate_products", "_selected_action": ids})
+    assert Product.objects.filter(pk__in=ids, is_active=False).count() == 3
+    admin_client.post(url, {"action": "activate_products", "_selected_action": ids})
+    assert Product.objects.filter(pk__in=ids, is_active=True).count() == 3
+
+
+def test_category_admin_and_autocomplete(admin_client):
+    CategoryFactory(name="Garden", slug="garden")
+    response = admin_client.get(
+        reverse("admin:catalog_category_changelist"), {"q": "gard"}
+    )
+    assert b"Garden" in response.content
+    response = admin_client.get(
+        reverse("admin:autocomplete"),
+        {
+            "term": "gard",
+            "app_label": "catalog",
+            "model_name": "product",
+            "field_name": "category",
+        },
+    )
+    assert response.status_code == 200
+    assert response.json()["results"][0]["text"] == "Garden"
+    assert Category.objects.count() == 1
+
+
+def test_date_hierarchy_drilldown(admin_client):
+    ProductFactory()
+    assert (
+        admin_client.get(reverse(CHANGELIST), {"created_at__year": "2026"}).status_code
+        == 200
+    )
