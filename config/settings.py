@@ -321,6 +321,11 @@ SECURE_CSP = {
 WORKERS = env.int("WORKERS", default=4)
 MAX_CONNECTIONS = env.int("MAX_CONNECTIONS", default=1000)
 PROMETHEUS_EXPORT_MIGRATIONS = False
+# /metrics answers peers in these networks (CIDR list) or a matching bearer token.
+METRICS_ALLOWED_NETWORKS = env.list(
+    "METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"]
+)
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
