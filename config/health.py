@@ -1,17 +1,89 @@
-from django.db import connection
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
+from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+
+logger = logging.getLogger(__name__)
+
+# A readiness probe must answer fast; a query slower than this counts as down.
+READY_QUERY_TIMEOUT_MS = 1000
+
+_migrations_applied = False
 
 
+@never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
     """Answer 200 while the process is alive; no I/O."""
     return JsonResponse({"status": "ok"})
 
 
+@never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Answer 200 when PostgreSQL answers a query, else 503."""
+    """Answer 200 when PostgreSQL answers and is migrated, else 503; report Redis."""
+    database = _database_state()
+    migrations = _migration_state() if database == "ok" else "unknown"
+    ready = database == "ok" and migrations == "ok"
+    body = {
+        "status": "ok" if ready else "unavailable",
+        "database": database,
+        "migrations": migrations,
+        # Redis down degrades to uncached service, so it never fails readiness.
+        "redis": _redis_state(),
+    }
+    return JsonResponse(body, status=200 if ready else 503)
+
+
+def _database_state() -> str:
+    connection = connections[DEFAULT_DB_ALIAS]
     try:
-        with connection.cursor() as cursor:
+        with transaction.atomic(using=DEFAULT_DB_ALIAS), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('statement_timeout', %s, true)",
+                [str(READY_QUERY_TIMEOUT_MS)],
+            )
             cursor.execute("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - any database failure means not ready
-        return JsonResponse({"status": "unavailable", "database": str(exc)}, status=503)
-    return JsonResponse({"status": "ok", "database": "ok"})
+    except DatabaseError as exc:
+        logger.warning("readiness: database unavailable: %s", exc)
+        # A broken persistent connection is dropped now rather than at the end
+        # of the request, so the next probe reconnects.
+        connection.close_if_unusable_or_obsolete()
+        return "down"
+    return "ok"
+
+
+def _migration_state() -> str:
+    global _migrations_applied
+    # Once applied, migrations stay applied for this process's code version;
+    # only the negative answer is worth recomputing (the graph load is slow).
+    if _migrations_applied:
+        return "ok"
+    connection = connections[DEFAULT_DB_ALIAS]
+    try:
+        executor = MigrationExecutor(connection)
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except DatabaseError as exc:
+        logger.warning("readiness: migration state unknown: %s", exc)
+        return "unknown"
+    if plan:
+        return f"pending ({len(plan)})"
+    _migrations_applied = True
+    return "ok"
+
+
+def _redis_state() -> str:
+    backend = settings.CACHES["default"]["BACKEND"]
+    if "redis" not in backend.lower():
+        return "not configured"
+    from django_redis import get_redis_connection
+
+    try:
+        get_redis_connection("default").ping()
+    except Exception as exc:  # noqa: BLE001 - any Redis failure means "down"
+        logger.warning("readiness: redis unavailable: %s", exc)
+        return "down"
+    return "ok"

@@ -1,20 +1,81 @@
+"""Request context (X-Request-ID, X-Process-Time, JSON log line) and DB 503s."""
+
 from __future__ import annotations
 
+import logging
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.core.signals import got_request_exception, request_finished
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.functional import SimpleLazyObject, empty
+from django.utils.log import log_response
+
+from config.logging import request_id_var
+from config.metrics import DB_UNAVAILABLE
+
+logger = logging.getLogger("config.request")
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+DB_RETRY_AFTER_SECONDS = 5
+_DB_ERRORS = (OperationalError, InterfaceError)
+
+
+def database_failure_response(exc: BaseException) -> JsonResponse:
+    """Return the 503 JSON answer for a PostgreSQL failure or statement timeout."""
+    timed_out = _is_statement_timeout(exc)
+    reason = "timeout" if timed_out else "unavailable"
+    DB_UNAVAILABLE.labels(reason=reason).inc()
+    detail = (
+        "The database did not answer in time; retry shortly."
+        if timed_out
+        else "The database is unavailable; retry shortly."
+    )
+    response = JsonResponse(
+        {"detail": detail, "code": f"database_{reason}"}, status=503
+    )
+    response["Retry-After"] = str(DB_RETRY_AFTER_SECONDS)
+    return response
+
+
+def _is_statement_timeout(exc: BaseException) -> bool:
+    # Django re-raises psycopg's QueryCanceled (SQLSTATE 57014) as its own
+    # OperationalError with the driver error as the cause.
+    cause = exc.__cause__ or exc
+    return getattr(cause, "sqlstate", None) == "57014"
+
+
+def _remember_database_failure(
+    sender: object, request: HttpRequest | None = None, **kwargs: Any
+) -> None:
+    # Errors raised by middleware (not views) never reach process_exception;
+    # Django turns them into a 500 inside the chain. Remember the cause here so
+    # RequestContextMiddleware can answer 503 instead.
+    exc = sys.exc_info()[1]
+    if request is not None and isinstance(exc, _DB_ERRORS):
+        request._database_failure = exc
+
+
+def _forget_request_id(sender: object, **kwargs: Any) -> None:
+    request_id_var.set(None)
 
 
 class RequestContextMiddleware:
-    """Attach X-Request-ID (echoed when sane, else generated) and X-Process-Time."""
+    """Tag each request with an id and timing, log it as JSON, and 503 on DB failure."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
+        got_request_exception.connect(
+            _remember_database_failure, dispatch_uid="config.middleware.db_failure"
+        )
+        request_finished.connect(
+            _forget_request_id, dispatch_uid="config.middleware.request_id"
+        )
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
@@ -22,7 +83,64 @@ class RequestContextMiddleware:
         request.request_id = (
             incoming if _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         )
+        # Cleared on request_finished, not here: Django logs 4xx/5xx answers
+        # after the middleware chain returns, and those lines need the id too.
+        request_id_var.set(request.request_id)
         response = self.get_response(request)
+        failure = getattr(request, "_database_failure", None)
+        if failure is not None and response.status_code == 500:
+            response = database_failure_response(failure)
+        duration = time.perf_counter() - started
         response["X-Request-ID"] = request.request_id
-        response["X-Process-Time"] = f"{time.perf_counter() - started:.6f}"
+        response["X-Process-Time"] = f"{duration:.6f}"
+        self._log(request, response, duration)
         return response
+
+    def process_exception(
+        self, request: HttpRequest, exception: Exception
+    ) -> HttpResponse | None:
+        """Answer 503 JSON with Retry-After when PostgreSQL failed or timed out."""
+        if not isinstance(exception, _DB_ERRORS):
+            return None
+        response = database_failure_response(exception)
+        log_response(
+            "Database failure on %s: %s",
+            request.path,
+            exception,
+            response=response,
+            request=request,
+            level="warning",
+        )
+        return response
+
+    def _log(
+        self, request: HttpRequest, response: HttpResponse, duration: float
+    ) -> None:
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        # The query string is left out: it may carry tokens.
+        logger.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "request_id": request.request_id,
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration": round(duration, 6),
+                "user_id": _resolved_user_id(request),
+            },
+        )
+
+
+def _resolved_user_id(request: HttpRequest) -> int | None:
+    # Only read a user that authentication already resolved: touching the lazy
+    # session user here would cost a query (or fail while PostgreSQL is down).
+    user = request.__dict__.get("user")
+    if user is None:
+        return None
+    if isinstance(user, SimpleLazyObject) and user._wrapped is empty:
+        return None
+    return user.pk if getattr(user, "is_authenticated", False) else None
