@@ -6,6 +6,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from config import health
 from config.metrics import metrics_view
 
+# JSON under the API prefix, Django's HTML pages elsewhere.
+handler400 = "config.api.exceptions.bad_request"
+handler500 = "config.api.exceptions.server_error"
+
 admin.site.site_header = "Catalog administration"
 admin.site.site_title = "Catalog admin"
 

@@ -1,0 +1,81 @@
+"""JSON errors for the API: the DRF exception handler and the 400/404/500 handlers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import Resolver404, resolve
+from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework import exceptions, status
+from rest_framework.fields import get_error_detail
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class RequestBodyTooLarge(exceptions.APIException):
+    """The request body is larger than MAX_REQUEST_BODY_BYTES."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "Request body too large."
+    default_code = "request_too_large"
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Return DRF's error response, also for Django validation and size errors."""
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(detail=get_error_detail(exc))
+    elif isinstance(exc, RequestDataTooBig):
+        exc = RequestBodyTooLarge()
+    return drf_exception_handler(exc, context)
+
+
+def is_api_request(request: HttpRequest) -> bool:
+    """Return True if *request* targets the API prefix (which always answers JSON)."""
+    prefix = settings.API_PREFIX.rstrip("/") + "/"
+    return request.path.startswith(prefix) or request.path.startswith("/api/")
+
+
+def server_error(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    """Answer an unhandled error with JSON under the API prefix, HTML elsewhere."""
+    if is_api_request(request):
+        return JsonResponse(
+            {"detail": "Internal server error."},
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+    return defaults.server_error(request, *args, **kwargs)
+
+
+def bad_request(
+    request: HttpRequest, exception: Exception, *args: Any, **kwargs: Any
+) -> HttpResponse:
+    """Answer a rejected request (e.g. an oversized body) with JSON under the API."""
+    if is_api_request(request):
+        if isinstance(exception, RequestDataTooBig):
+            return JsonResponse(
+                {"detail": RequestBodyTooLarge.default_detail},
+                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            )
+        return JsonResponse(
+            {"detail": "Bad request."}, status=status.HTTP_400_BAD_REQUEST
+        )
+    return defaults.bad_request(request, exception, *args, **kwargs)
+
+
+@csrf_exempt
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Answer an unknown path under the API prefix with a JSON 404."""
+    detail = "Not found."
+    if not request.path.endswith("/"):
+        # The catch-all route shadows APPEND_SLASH's redirect; say what to use.
+        try:
+            match = resolve(request.path + "/")
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not not_found:
+            detail = f"Not found. Did you mean {request.path}/ ?"
+    return JsonResponse({"detail": detail}, status=status.HTTP_404_NOT_FOUND)
