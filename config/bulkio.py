@@ -1,0 +1,594 @@
+"""Streaming CSV / JSON Lines I/O for the bulk commands.
+
+Readers yield one record at a time with its line number, so memory stays flat
+whatever the file size; malformed input raises BulkFormatError with a one-line
+message naming the line. ImportCommand is the shared shell of import_products
+and import_users: batching, one transaction per batch, rejections, --strict,
+--dry-run, --errors, progress bar and summary line.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from typing import IO, Any, ClassVar, TextIO
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError, connection, transaction
+
+FORMATS = ("csv", "jsonl")
+BOM = b"\xef\xbb\xbf"
+# A "line" longer than this is almost certainly a binary file without newlines.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+DEFAULT_BATCH_SIZE = 5000
+
+csv.field_size_limit(MAX_LINE_BYTES)
+
+
+class BulkFormatError(Exception):
+    """The input cannot be read as the expected format (one-line message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One input row: its first line number and its raw values by column."""
+
+    line: int
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Rejection:
+    """A row refused by validation, with the reasons by field."""
+
+    line: int
+    data: Mapping[str, Any]
+    errors: dict[str, list[str]]
+
+    def message(self) -> str:
+        """Return 'line N: field: reason; ...' for standard error."""
+        reasons = "; ".join(
+            f"{name}: {' '.join(str(m) for m in messages)}"
+            if name not in ("", "_row", "non_field_errors")
+            else " ".join(str(m) for m in messages)
+            for name, messages in self.errors.items()
+        )
+        return f"line {self.line}: {reasons}"
+
+
+@dataclass(slots=True)
+class UpsertResult:
+    """How many rows an upsert inserted, changed, or found identical."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __iadd__(self, other: UpsertResult) -> UpsertResult:
+        self.created += other.created
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        return self
+
+
+def detect_format(path: str, fmt: str | None) -> str:
+    """Return 'csv' or 'jsonl' from *fmt* or the file extension."""
+    if fmt:
+        return fmt
+    name = path.lower().removesuffix(".gz")
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    raise CommandError(
+        f"Cannot tell the format of {path!r} from its extension; pass --format."
+    )
+
+
+class LineReader:
+    """Iterate decoded text lines of a byte stream, counting lines and bytes."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.line = 0
+        self.bytes_read = 0
+
+    def __iter__(self) -> Iterator[str]:
+        readline = self.stream.readline
+        while True:
+            raw = readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            self.line += 1
+            self.bytes_read += len(raw)
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise BulkFormatError(
+                    f"line {self.line}: longer than {MAX_LINE_BYTES // 2**20} MiB;"
+                    " is this a binary file?"
+                )
+            if self.line == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM) :]
+            if b"\x00" in raw:
+                raise BulkFormatError(
+                    f"line {self.line}: contains a NUL byte; is this a binary file?"
+                )
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BulkFormatError(
+                    f"line {self.line}: not valid UTF-8 text"
+                    f" (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+                ) from None
+
+
+class RecordReader:
+    """Read CSV or JSON Lines records with the columns a command accepts."""
+
+    def __init__(
+        self,
+        stream: IO[bytes],
+        *,
+        fmt: str,
+        columns: Sequence[str],
+        required: Sequence[str],
+    ) -> None:
+        self.lines = LineReader(stream)
+        self.fmt = fmt
+        self.columns = tuple(columns)
+        self.required = tuple(required)
+
+    @property
+    def bytes_read(self) -> int:
+        return self.lines.bytes_read
+
+    @property
+    def line(self) -> int:
+        return self.lines.line
+
+    def __iter__(self) -> Iterator[Record]:
+        if self.fmt == "csv":
+            return self._csv()
+        return self._jsonl()
+
+    def _check_columns(self, names: Iterable[str], line: int) -> None:
+        names = list(names)
+        unknown = [n for n in names if n not in self.columns and not n.startswith("_")]
+        if unknown:
+            raise BulkFormatError(
+                f"line {line}: unknown column(s) {', '.join(map(repr, unknown))};"
+                f" expected {', '.join(self.columns)}"
+            )
+        missing = [n for n in self.required if n not in names]
+        if missing:
+            raise BulkFormatError(
+                f"line {line}: missing column(s) {', '.join(missing)};"
+                f" expected {', '.join(self.columns)}"
+            )
+
+    def _csv(self) -> Iterator[Record]:
+        reader = csv.reader(iter(self.lines), strict=True)
+        header: list[str] | None = None
+        while True:
+            start = self.lines.line + 1
+            try:
+                values = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                raise BulkFormatError(
+                    f"line {self.lines.line}: bad CSV: {exc}"
+                ) from None
+            if not values or values == [""]:
+                continue
+            if header is None:
+                header = [v.strip().lower() for v in values]
+                dupes = sorted({n for n in header if header.count(n) > 1})
+                if dupes:
+                    raise BulkFormatError(
+                        f"line {start}: duplicate column(s) {', '.join(dupes)}"
+                    )
+                self._check_columns(header, start)
+                continue
+            if len(values) != len(header):
+                yield Record(
+                    start,
+                    {"_row": (f"expected {len(header)} fields, found {len(values)}")},
+                )
+                continue
+            yield Record(
+                start,
+                {
+                    name: value
+                    for name, value in zip(header, values, strict=True)
+                    if not name.startswith("_")
+                },
+            )
+        if header is None:
+            raise BulkFormatError("line 1: empty file; expected a CSV header line")
+
+    def _jsonl(self) -> Iterator[Record]:
+        for text in self.lines:
+            if not text.strip():
+                continue
+            line = self.lines.line
+            try:
+                obj = json.loads(text, parse_float=Decimal)
+            except (ValueError, RecursionError) as exc:
+                detail = (
+                    f"{exc.msg} at column {exc.colno}"
+                    if isinstance(exc, json.JSONDecodeError)
+                    else "nested too deeply"
+                )
+                raise BulkFormatError(f"line {line}: invalid JSON ({detail})") from None
+            if not isinstance(obj, dict):
+                yield Record(line, {"_row": "expected a JSON object"})
+                continue
+            obj = {
+                str(k).lower(): v for k, v in obj.items() if not str(k).startswith("_")
+            }
+            unknown = [k for k in obj if k not in self.columns]
+            missing = [k for k in self.required if k not in obj]
+            if unknown or missing:
+                parts = []
+                if unknown:
+                    parts.append(f"unknown key(s) {', '.join(unknown)}")
+                if missing:
+                    parts.append(f"missing key(s) {', '.join(missing)}")
+                yield Record(line, {"_row": "; ".join(parts)})
+                continue
+            yield Record(line, obj)
+
+
+def open_input(path: str) -> tuple[IO[bytes], int | None]:
+    """Open *path* ('-' is standard input) as bytes; return it and its size if known."""
+    if path == "-":
+        return sys.stdin.buffer, None
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - closed by the caller
+    except OSError as exc:
+        raise CommandError(f"Cannot open {path}: {exc.strerror}") from None
+    try:
+        size = os.fstat(stream.fileno()).st_size
+    except OSError:
+        size = None
+    return stream, size or None
+
+
+def open_output(path: str | None, stdout: TextIO) -> tuple[TextIO, bool]:
+    """Open *path* for UTF-8 text output ('-' or None is *stdout*); say if to close."""
+    if path in (None, "-"):
+        return stdout, False
+    try:
+        return open(path, "w", encoding="utf-8", newline=""), True  # noqa: SIM115
+    except OSError as exc:
+        raise CommandError(f"Cannot write {path}: {exc.strerror}") from None
+
+
+def text_value(value: Any) -> str:
+    """Return *value* as the text a CSV cell holds (booleans as true/false)."""
+    if value is None:
+        return ""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return str(value)
+
+
+def json_value(value: Any) -> Any:
+    """Return *value* in a JSON-serialisable form (decimals as strings)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+class RowWriter:
+    """Write dict rows as CSV (with a header) or JSON Lines."""
+
+    def __init__(self, out: TextIO, *, fmt: str, columns: Sequence[str]) -> None:
+        self.out = out
+        self.fmt = fmt
+        self.columns = list(columns)
+        self._csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+        if self._csv is not None:
+            self._csv.writerow(self.columns)
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        """Write one row."""
+        if self._csv is not None:
+            self._csv.writerow([text_value(row.get(c)) for c in self.columns])
+        else:
+            self.out.write(
+                json.dumps(
+                    {c: json_value(row.get(c)) for c in self.columns if c in row},
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
+
+
+class RejectWriter:
+    """Write rejected rows with `_line` and `_errors`, to be fixed and fed back."""
+
+    def __init__(self, path: str, *, fmt: str, columns: Sequence[str]) -> None:
+        self.path = path
+        self.columns = list(columns)
+        self.out, _ = open_output(path, sys.stdout)
+        self.writer = RowWriter(
+            self.out, fmt=fmt, columns=[*self.columns, "_line", "_errors"]
+        )
+
+    def write(self, rejection: Rejection) -> None:
+        """Write one rejected row."""
+        row: dict[str, Any] = {
+            k: v for k, v in rejection.data.items() if k in self.columns
+        }
+        row["_line"] = rejection.line
+        row["_errors"] = rejection.message().split(": ", 1)[1]
+        self.writer.write(row)
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        self.out.close()
+
+
+class Progress:
+    """A one-line progress bar on a terminal's standard error; silent elsewhere."""
+
+    INTERVAL = 0.25
+
+    def __init__(self, stream: TextIO, *, total_bytes: int | None, enabled: bool):
+        self.stream = stream
+        self.total_bytes = total_bytes
+        self.enabled = enabled and _isatty(stream)
+        self.started = time.monotonic()
+        self._last = 0.0
+
+    def update(self, rows: int, bytes_read: int, *, force: bool = False) -> None:
+        """Redraw the bar at most every INTERVAL seconds."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < self.INTERVAL:
+            return
+        self._last = now
+        elapsed = max(now - self.started, 1e-6)
+        text = f"{rows:>12,} rows {rows / elapsed:>10,.0f} rows/s"
+        if self.total_bytes and bytes_read:
+            fraction = min(bytes_read / self.total_bytes, 1.0)
+            filled = int(fraction * 24)
+            eta = elapsed * (1 - fraction) / fraction if fraction else 0
+            text = (
+                f"[{'#' * filled}{'.' * (24 - filled)}] {fraction:>4.0%} {text}"
+                f"  ETA {timedelta(seconds=int(eta))}"
+            )
+        self.stream.write(f"\r{text}\x1b[K")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Clear the bar."""
+        if self.enabled:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _isatty(stream: Any) -> bool:
+    stream = getattr(stream, "_out", stream)  # Django's OutputWrapper
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+@dataclass(slots=True)
+class RunStats:
+    """Counters of one import run, printed as a key=value summary line."""
+
+    read: int = 0
+    rejected: int = 0
+    superseded: int = 0
+    result: UpsertResult = field(default_factory=UpsertResult)
+    started: float = field(default_factory=time.monotonic)
+
+    def summary(self, *, dry_run: bool) -> str:
+        """Return the parseable closing line."""
+        seconds = max(time.monotonic() - self.started, 1e-6)
+        return (
+            f"{'dry-run ' if dry_run else ''}read={self.read}"
+            f" created={self.result.created} updated={self.result.updated}"
+            f" unchanged={self.result.unchanged} superseded={self.superseded}"
+            f" rejected={self.rejected} seconds={seconds:.2f}"
+            f" rows_per_s={self.read / seconds:.0f}"
+        )
+
+
+def copy_rows(
+    table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """Load *rows* into *table* with PostgreSQL COPY on the default connection."""
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.copy(statement) as copy:
+        write_row = copy.write_row
+        for row in rows:
+            write_row(row)
+
+
+class _StrictStop(Exception):
+    def __init__(self, rejection: Rejection) -> None:
+        self.rejection = rejection
+
+
+class ImportCommand(BaseCommand):
+    """Shared shell of the import commands: stream, validate, upsert by batch."""
+
+    columns: ClassVar[Sequence[str]] = ()
+    required: ClassVar[Sequence[str]] = ()
+    key: ClassVar[str] = ""
+    cache_namespaces: ClassVar[Sequence[str]] = ()
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("file", help="CSV or JSON Lines file; '-' reads stdin.")
+        parser.add_argument(
+            "--format", choices=FORMATS, help="Input format (default: by extension)."
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=DEFAULT_BATCH_SIZE,
+            help=f"Rows per transaction (default {DEFAULT_BATCH_SIZE}).",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Validate and count everything, then roll back: nothing is written.",
+        )
+        parser.add_argument(
+            "--strict",
+            action="store_true",
+            help="Stop at the first bad row; nothing of its batch is written.",
+        )
+        parser.add_argument(
+            "--errors",
+            metavar="FILE",
+            help="Also write rejected rows (with _line and _errors) to FILE, in the"
+            " input format, to fix and feed back.",
+        )
+
+    # Hooks for the concrete commands.
+    def prepare(self, records: Sequence[Record]) -> tuple[list[Any], list[Rejection]]:
+        """Validate and resolve a batch; return the rows to write and rejections."""
+        raise NotImplementedError
+
+    def upsert(self, rows: list[Any]) -> UpsertResult:
+        """Write a prepared batch (inside the batch transaction)."""
+        raise NotImplementedError
+
+    def row_key(self, row: Any) -> Any:
+        """Return the natural key of a prepared row (the last occurrence wins)."""
+        raise NotImplementedError
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Validate command-specific options before reading."""
+
+    def after_run(self) -> None:
+        """Run once after every batch is written (cache invalidation)."""
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        batch_size = options["batch_size"]
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1.")
+        self.options = options
+        self.verbosity = options["verbosity"]
+        fmt = detect_format(options["file"], options["format"])
+        self.check_options(options)
+        stream, size = open_input(options["file"])
+        rejects = (
+            RejectWriter(options["errors"], fmt=fmt, columns=self.columns)
+            if options["errors"]
+            else None
+        )
+        reader = RecordReader(
+            stream, fmt=fmt, columns=self.columns, required=self.required
+        )
+        stats = RunStats()
+        progress = Progress(
+            self.stderr._out if hasattr(self.stderr, "_out") else self.stderr,
+            total_bytes=size,
+            enabled=self.verbosity >= 1,
+        )
+        dry_run, strict = options["dry_run"], options["strict"]
+        failure: str | None = None
+        try:
+            for batch in itertools.batched(reader, batch_size):
+                self._run_batch(batch, stats, rejects, dry_run=dry_run, strict=strict)
+                progress.update(stats.read, reader.bytes_read)
+        except BulkFormatError as exc:
+            failure = f"{options['file']}: {exc}"
+        except _StrictStop as stop:
+            failure = f"--strict: stopped at {stop.rejection.message()}"
+        except KeyboardInterrupt:
+            failure = (
+                f"interrupted near line {reader.line}; batches before it are saved:"
+                " rerun the same command to finish (rows are upserted, not duplicated)"
+            )
+        except DatabaseError as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc
+            failure = (
+                f"database error near line {reader.line}: {message}; rerun the same"
+                " command to finish (rows are upserted, not duplicated)"
+            )
+        finally:
+            progress.close()
+            if rejects is not None:
+                rejects.close()
+            if stream is not sys.stdin.buffer:
+                stream.close()
+        if stats.result.created or stats.result.updated:
+            self.after_run()
+        if self.verbosity >= 1:
+            style = self.style.SUCCESS if not (failure or stats.rejected) else None
+            self.stdout.write(
+                f"{self.command_name()}: {stats.summary(dry_run=dry_run)}",
+                style or self.style.WARNING,
+            )
+        if failure:
+            raise CommandError(failure)
+        if stats.rejected:
+            hint = f"; see {options['errors']}" if options["errors"] else ""
+            raise CommandError(f"{stats.rejected} row(s) rejected{hint}")
+
+    def command_name(self) -> str:
+        """Return the command's name for the summary line."""
+        return type(self).__module__.rsplit(".", 1)[-1]
+
+    def _run_batch(
+        self,
+        records: Sequence[Record],
+        stats: RunStats,
+        rejects: RejectWriter | None,
+        *,
+        dry_run: bool,
+        strict: bool,
+    ) -> None:
+        stats.read += len(records)
+        good: list[Record] = []
+        rejections: list[Rejection] = []
+        for record in records:
+            if "_row" in record.data:
+                rejections.append(
+                    Rejection(record.line, record.data, {"_row": [record.data["_row"]]})
+                )
+            else:
+                good.append(record)
+        if strict and rejections:
+            raise _StrictStop(rejections[0])
+        with transaction.atomic():
+            rows, more = self.prepare(good)
+            rejections.extend(more)
+            if strict and rejections:
+                rejections.sort(key=lambda r: r.line)
+                raise _StrictStop(rejections[0])
+            # A key repeated in the batch: the last occurrence wins.
+            latest: dict[Any, Any] = {}
+            for row in rows:
+                latest.pop(self.row_key(row), None)
+                latest[self.row_key(row)] = row
+            stats.superseded += len(rows) - len(latest)
+            if latest:
+                stats.result += self.upsert(list(latest.values()))
+            if dry_run:
+                transaction.set_rollback(True)
+        rejections.sort(key=lambda r: r.line)
+        stats.rejected += len(rejections)
+        for rejection in rejections:
+            self.stderr.write(rejection.message())
+            if rejects is not None:
+                rejects.write(rejection)
