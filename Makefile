@@ -66,8 +66,9 @@ lint: install
 test: install lint
 	$(PY) -m pytest -q
 
+# make bench ARGS="--products 100000 --only admin,cache" (see python -m bench --help)
 bench: install
-	$(PY) -m bench
+	$(PY) -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles

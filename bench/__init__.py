@@ -1,0 +1,1 @@
+"""The project's benchmark harness: `make bench` (`python -m bench --help`)."""

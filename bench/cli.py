@@ -1,0 +1,172 @@
+"""`python -m bench`: seed, serve, load, and print one table."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import data
+from bench.report import render_text, write_markdown
+from bench.scenarios import Options, Runner
+from bench.stack import RESULTS_DIR, ROOT, ServerConfig, Stack, gunicorn
+from bench.wrk import ensure_wrk
+
+GROUPS = ["admin", "cache", "mixed", "users", "products", "gunicorn", "import"]
+SERVER_GROUPS = ["admin", "cache", "mixed", "users", "products"]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Return the command-line options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=(
+            "Start gunicorn with production settings against a scratch database "
+            "(seeded to the requested size, reused when it already matches), drive "
+            "it with wrk and print one table. ping (/healthz) always runs: every "
+            "ratio is taken against it."
+        ),
+    )
+    parser.add_argument("--products", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--categories", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--only",
+        default=",".join(GROUPS),
+        help=f"comma-separated groups to run (default all): {','.join(GROUPS)}",
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="wrk runs per scenario (median)"
+    )
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--admin-connections", type=int, default=4)
+    parser.add_argument(
+        "--probe", type=int, default=20, help="sequential requests for server ms"
+    )
+    parser.add_argument("--bulk-repeat", type=int, default=5)
+    parser.add_argument("--dashboard-samples", type=int, default=10)
+    parser.add_argument(
+        "--row-sample", type=int, default=2000, help="rows saved one by one"
+    )
+    parser.add_argument("--workers", type=int, default=3, help="sync workers")
+    parser.add_argument("--gthread-workers", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=4, help="threads per gthread worker"
+    )
+    parser.add_argument("--database", default="bench", help="scratch database name")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/1")
+    parser.add_argument("--output", default=str(RESULTS_DIR / "latest.md"))
+    args = parser.parse_args(argv)
+    args.groups = [
+        g.strip() for g in args.only.split(",") if g.strip() and g.strip() != "ping"
+    ]
+    unknown = sorted(set(args.groups) - set(GROUPS))
+    if unknown:
+        parser.error(
+            f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}"
+        )
+    return args
+
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _guard(runner: Runner, name: str, step: Callable[[], None]) -> None:
+    """Run one group; a failure becomes a row saying so, and the run goes on."""
+    _log(f"{name}")
+    try:
+        step()
+    except Exception as exc:  # noqa: BLE001 - report and carry on with the others
+        traceback.print_exc(file=sys.stderr)
+        runner.skip(name, f"failed: {type(exc).__name__}: {str(exc)[:200]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the table; return the exit status."""
+    args = parse_args(argv)
+    ensure_wrk()
+    stack = Stack(database=args.database, redis_url=args.redis_url)
+    size = data.Size(args.products, args.users, args.categories, args.seed)
+    options = Options(
+        duration=args.duration,
+        repeat=args.repeat,
+        connections=args.connections,
+        admin_connections=args.admin_connections,
+        probe=args.probe,
+        bulk_repeat=args.bulk_repeat,
+        dashboard_samples=args.dashboard_samples,
+        row_sample=args.row_sample,
+    )
+    data.prepare(stack, size, log=_log)
+    stack.flush_cache()
+    runner = Runner(stack, options, _log)
+    runner.sample = data.sample(stack, seed=args.seed)
+    main_config = ServerConfig(
+        f"sync x{args.workers}, persistent", workers=args.workers
+    )
+    gthread = ServerConfig(
+        f"gthread {args.gthread_workers}x{args.threads}, pool",
+        workers=args.gthread_workers,
+        worker_class="gthread",
+        threads=args.threads,
+        db_connections="pool",
+    )
+    _log(f"serving with gunicorn ({main_config.label})")
+    with gunicorn(stack, main_config) as base_url:
+        runner.use_server(base_url)
+        _guard(runner, "ping", runner.ping)
+        steps = {
+            "admin": runner.admin,
+            "cache": runner.cache,
+            "mixed": runner.mixed,
+            "users": runner.users_bulk,
+            "products": runner.products_bulk,
+        }
+        for group in SERVER_GROUPS:
+            if group in args.groups:
+                _guard(runner, group, steps[group])
+        if "products" in args.groups and "cache" not in args.groups:
+            _guard(runner, "product list uncached", runner.product_list_uncached)
+    if "gunicorn" in args.groups:
+        _guard(
+            runner, "gunicorn", lambda: runner.gunicorn_workers([main_config, gthread])
+        )
+    if "import" in args.groups:
+        _guard(runner, "import", lambda: runner.imports(size))
+
+    command = "make bench" + (
+        f' ARGS="{shlex.join(argv or sys.argv[1:])}"' if (argv or sys.argv[1:]) else ""
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    context = [
+        f"Data: {size.products:,} products, {size.users:,} users, "
+        f"{size.categories} categories (seed {size.seed}); commit {commit or '?'}.",
+        f"Server: gunicorn {main_config.label} unless the row says otherwise; "
+        f"DEBUG=False; database {stack.database!r}; Redis {stack.redis_url}.",
+        f"Load: wrk -t1 -c{args.connections} (admin -c{args.admin_connections}), "
+        f"{args.duration} s per run, median of {args.repeat} runs; wrk shares the "
+        "machine's cores with the server.",
+    ]
+    print(render_text(runner.rows))
+    write_markdown(
+        Path(args.output),
+        runner.rows,
+        command,
+        context,
+    )
+    _log(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,196 @@
+"""The system under test: scratch database, Redis db and a gunicorn server."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+BENCH_STAFF_EMAIL = "bench-staff@bench.invalid"
+BENCH_USER_EMAIL = "bench-user@bench.invalid"
+BENCH_PASSWORD = "bench-Pa55word-not-secret"
+BENCH_EMAIL_DOMAIN = "bench.invalid"
+
+
+@dataclass
+class Stack:
+    """Connection facts and production-like environment for every process started."""
+
+    pg_server: str = "postgres://postgres@127.0.0.1:5432"
+    database: str = "bench"
+    redis_url: str = "redis://127.0.0.1:6379/1"
+    api_prefix: str = "/api/v1"
+    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(50))
+    log_path: Path = RESULTS_DIR / "server.log"
+
+    @property
+    def database_url(self) -> str:
+        """Return the scratch database URL."""
+        return f"{self.pg_server}/{self.database}"
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """Return the environment of a production process against the scratch stores."""
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DEBUG": "False",
+            "SECRET_KEY": self.secret_key,
+            # Plain HTTP on loopback: no TLS redirect, cookies without Secure
+            # would not matter to wrk, but keep production's cookie flags.
+            "SECURE_SSL_REDIRECT": "False",
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "API_PREFIX": self.api_prefix,
+            # Long enough for a full run; sign-ins are throttled, so the
+            # harness signs in once per account and server.
+            "ACCESS_TOKEN_EXPIRE_MINUTES": "240",
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.pop("DJANGO_SUPERUSER_PASSWORD", None)
+        env.update(overrides)
+        return env
+
+    def manage(self, *args: str, quiet: bool = True) -> subprocess.CompletedProcess:
+        """Run `manage.py ARGS` against the scratch stores; fail loudly."""
+        completed = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env(),
+            capture_output=quiet,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0:
+            detail = (completed.stderr or "")[-2000:] if quiet else ""
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{detail}")
+        return completed
+
+    def connect(self, *, database: str | None = None) -> psycopg.Connection:
+        """Open an autocommit connection to the scratch database (or *database*)."""
+        return psycopg.connect(
+            f"{self.pg_server}/{database or self.database}", autocommit=True
+        )
+
+    def redis(self) -> redis.Redis:
+        """Return a client of the scratch Redis database."""
+        return redis.Redis.from_url(self.redis_url)
+
+    def flush_cache(self) -> None:
+        """Empty the scratch Redis database (cache, throttles, cached users)."""
+        self.redis().flushdb()
+
+    def drop_database(self) -> None:
+        """Drop the scratch database (never any other)."""
+        with self.connect(database="postgres") as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+
+def free_port() -> int:
+    """Return a TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How gunicorn runs: worker class, processes, threads, connection handling."""
+
+    label: str
+    workers: int
+    worker_class: str = "sync"
+    threads: int = 1
+    db_connections: str = "persistent"
+
+    def env(self) -> dict[str, str]:
+        """Return the environment variables selecting this configuration."""
+        return {
+            "WORKERS": str(self.workers),
+            "GUNICORN_WORKER_CLASS": self.worker_class,
+            "GUNICORN_THREADS": str(self.threads),
+            "DB_CONNECTIONS": self.db_connections,
+        }
+
+
+@contextmanager
+def gunicorn(stack: Stack, config: ServerConfig) -> Iterator[str]:
+    """Serve the project with gunicorn; yield its base URL, stop it on exit."""
+    port = free_port()
+    metrics_dir = tempfile.mkdtemp(prefix="bench-prom-")
+    env = stack.env(
+        **config.env(),
+        HOST="127.0.0.1",
+        PORT=str(port),
+        PROMETHEUS_MULTIPROC_DIR=metrics_dir,
+        prometheus_multiproc_dir=metrics_dir,
+    )
+    stack.log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = stack.log_path.open("ab")
+    log.write(f"\n=== gunicorn {config} on port {port}\n".encode())
+    log.flush()
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "-c",
+            "python:config.gunicorn",
+            "config.wsgi",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(base_url, process)
+        yield base_url
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()
+
+
+def stack_log() -> Path:
+    """Return where the server's output goes."""
+    return RESULTS_DIR / "server.log"
+
+
+def _wait_healthy(
+    base_url: str, process: subprocess.Popen, timeout: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"gunicorn exited with {process.returncode}; see {stack_log()}"
+            )
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError("gunicorn did not answer /healthz in time")
