@@ -1,0 +1,136 @@
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from config.metrics import (
+    BULK_ROWS_WRITTEN,
+    CACHE_ERRORS,
+    CACHE_HITS,
+    CACHE_MISSES,
+    DB_UNAVAILABLE,
+    TASKS_ENQUEUED,
+    THROTTLED_REQUESTS,
+)
+from tests.config.test_gunicorn import gunicorn_server, http_get, server_env
+
+
+def _samples(text: str, name: str, **labels: str) -> list[float]:
+    return [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+        and all(sample.labels.get(key) == value for key, value in labels.items())
+    ]
+
+
+def test_metrics_are_served_to_loopback(client):
+    response = client.get("/metrics")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    assert b"django_http_requests_before_middlewares_total" in response.content
+
+
+def test_metrics_are_refused_to_other_networks(client, settings):
+    settings.METRICS_ALLOWED_NETWORKS = ["10.0.0.0/8"]
+
+    response = client.get("/metrics", REMOTE_ADDR="192.0.2.7")
+
+    assert response.status_code == 403
+    assert "detail" in response.json()
+
+
+def test_metrics_are_served_to_an_allow_listed_network(client, settings):
+    settings.METRICS_ALLOWED_NETWORKS = ["10.0.0.0/8"]
+
+    assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
+
+
+def test_a_forwarded_for_header_does_not_open_metrics(client, settings):
+    settings.METRICS_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+
+    response = client.get(
+        "/metrics", REMOTE_ADDR="192.0.2.7", HTTP_X_FORWARDED_FOR="127.0.0.1"
+    )
+
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [("Bearer s3cret-scrape-token", 200), ("Bearer wrong", 403), ("", 403)],
+)
+def test_metrics_bearer_token(client, settings, header, status):
+    settings.METRICS_ALLOWED_NETWORKS = []
+    settings.METRICS_TOKEN = "s3cret-scrape-token"
+
+    response = client.get(
+        "/metrics", REMOTE_ADDR="192.0.2.7", HTTP_AUTHORIZATION=header
+    )
+
+    assert response.status_code == status
+
+
+def test_project_counters_are_exported(client):
+    CACHE_HITS.labels(namespace="catalog").inc()
+    CACHE_MISSES.labels(namespace="catalog").inc()
+    CACHE_ERRORS.labels(operation="get").inc()
+    THROTTLED_REQUESTS.labels(scope="login").inc()
+    BULK_ROWS_WRITTEN.labels(model="product", operation="create").inc(3)
+    TASKS_ENQUEUED.labels(task="send_welcome_email").inc()
+    DB_UNAVAILABLE.labels(reason="timeout").inc()
+
+    text = client.get("/metrics").content.decode()
+
+    for name, labels in [
+        ("app_cache_hits_total", {"namespace": "catalog"}),
+        ("app_cache_misses_total", {"namespace": "catalog"}),
+        ("app_cache_errors_total", {"operation": "get"}),
+        ("app_throttled_requests_total", {"scope": "login"}),
+        ("app_bulk_rows_written_total", {"model": "product", "operation": "create"}),
+        ("app_tasks_enqueued_total", {"task": "send_welcome_email"}),
+        ("app_db_unavailable_total", {"reason": "timeout"}),
+    ]:
+        assert _samples(text, name, **labels), name
+    assert _samples(text, "app_bulk_rows_written_total", model="product")[0] >= 3
+
+
+def _healthz_total(text: str) -> float:
+    return sum(
+        _samples(
+            text,
+            "django_http_requests_total_by_view_transport_method_total",
+            view="healthz",
+        )
+    )
+
+
+def test_three_workers_count_every_request_once_across_restarts(tmp_path):
+    """N requests over 3 recycling workers scrape as N; a restart starts from 0."""
+    metrics_dir = tmp_path / "prometheus"
+    env = server_env(
+        WORKERS="3",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        # Workers are replaced mid-run: dead workers' samples must still count.
+        GUNICORN_MAX_REQUESTS="10",
+        GUNICORN_MAX_REQUESTS_JITTER="0",
+    )
+    log_path = tmp_path / "gunicorn.log"
+
+    with gunicorn_server({**env, "WORKERS": "1"}, log_path) as url:
+        for _ in range(3):
+            assert http_get(f"{url}/healthz")[0] == 200
+
+    n = 45
+    with gunicorn_server(env, log_path) as url:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            statuses = list(pool.map(lambda _: http_get(f"{url}/healthz")[0], range(n)))
+        status, _, body = http_get(f"{url}/metrics")
+
+    assert statuses == [200] * n
+    assert status == 200
+    assert _healthz_total(body.decode()) == n
+    # Each worker process that served requests left its own sample file.
+    assert len(list(metrics_dir.glob("counter_*.db"))) > 3
