@@ -11,3 +11,5 @@ class AccountsConfig(AppConfig):
 
         # Lets `email__lower=` use the Lower(email) unique index.
         CharField.register_lookup(Lower)
+
+        from accounts import signals  # noqa: F401  (connects cache invalidation)

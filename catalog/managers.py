@@ -4,11 +4,15 @@ from typing import TYPE_CHECKING
 
 from django.db import models
 
+from config.cache import NAMESPACE_CATALOG, InvalidatingQuerySetMixin
+
 if TYPE_CHECKING:
     from accounts.models import User
 
 
-class CategoryQuerySet(models.QuerySet["Category"]):
+class CategoryQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Category"]):
+    cache_namespaces = (NAMESPACE_CATALOG,)
+
     def with_product_counts(self) -> CategoryQuerySet:
         """Annotate each category with the number of its active products."""
         return self.annotate(
@@ -18,7 +22,9 @@ class CategoryQuerySet(models.QuerySet["Category"]):
         )
 
 
-class ProductQuerySet(models.QuerySet["Product"]):
+class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
+    cache_namespaces = (NAMESPACE_CATALOG,)
+
     def active(self) -> ProductQuerySet:
         """Return products on sale."""
         return self.filter(is_active=True)

@@ -1,37 +1,453 @@
-"""Cache infrastructure: the fail-open Redis backend."""
+"""Response caching: fail-open Redis backend, namespace versions, cached views.
+
+A cached response is stored under a key that includes the current version of
+every namespace it depends on ("catalog", "users", "owners"). A write bumps
+the version of its namespaces after commit, so every older entry becomes
+unreachable at once and simply expires; nothing scans keys.
+"""
 
 from __future__ import annotations
 
+import copy
+import functools
+import hashlib
 import logging
+import threading
 import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.http import HttpResponse, HttpResponseBase
 from django_prometheus.cache.backends.redis import RedisCache
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
+
+from config.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_MISSES
+
+if TYPE_CHECKING:
+    from rest_framework.request import Request
 
 logger = logging.getLogger(__name__)
 
+# --- Namespaces ---
+NAMESPACE_CATALOG = "catalog"  # categories and products
+NAMESPACE_USERS = "users"  # user rows (any change, sign-ups included)
+NAMESPACE_OWNERS = "owners"  # user fields embedded in products (username, is_active)
+
+# --- Fail-open Redis backend ---
 _LOG_INTERVAL_SECONDS = 30.0
 _last_logged = 0.0
+_log_lock = threading.Lock()
+_state = threading.local()
+# Per Redis location: monotonic time before which operations are skipped.
+_open_until: dict[str, float] = {}
+_REDIS_FAILURES = (RedisError, ConnectionInterrupted, OSError)
 
 
 def log_cache_failure(exc: BaseException) -> None:
     """Log a cache failure at most once per interval, not once per request."""
     global _last_logged
     now = time.monotonic()
-    if now - _last_logged >= _LOG_INTERVAL_SECONDS:
+    with _log_lock:
+        if now - _last_logged < _LOG_INTERVAL_SECONDS:
+            return
         _last_logged = now
-        logger.warning("cache unavailable, serving uncached: %s", exc)
+    logger.warning("cache unavailable, serving uncached: %r", exc)
+
+
+def last_operation_failed() -> bool:
+    """Return whether this thread's last cache operation failed or was skipped."""
+    return getattr(_state, "failed", False)
+
+
+def _fail_open(default: Any = None) -> Callable[[Callable], Callable]:
+    def decorate(method: Callable) -> Callable:
+        operation = method.__name__
+
+        @functools.wraps(method)
+        def wrapper(self: FailOpenRedisCache, *args: Any, **kwargs: Any) -> Any:
+            fallback = (
+                kwargs.get("default", args[1] if len(args) > 1 else None)
+                if operation == "get"
+                else copy.copy(default)
+            )
+            if time.monotonic() < _open_until.get(self._server, 0.0):
+                # Redis failed moments ago: skip it rather than pay the socket
+                # timeout again on every call.
+                _state.failed = True
+                CACHE_ERRORS.labels(operation=operation).inc()
+                return fallback
+            try:
+                result = method(self, *args, **kwargs)
+            except _REDIS_FAILURES as exc:
+                _state.failed = True
+                _open_until[self._server] = time.monotonic() + float(
+                    getattr(settings, "CACHE_RETRY_AFTER", 5.0)
+                )
+                CACHE_ERRORS.labels(operation=operation).inc()
+                log_cache_failure(exc)
+                return fallback
+            _state.failed = False
+            return result
+
+        return wrapper
+
+    return decorate
 
 
 class FailOpenRedisCache(RedisCache):
-    """django-redis cache that swallows errors (IGNORE_EXCEPTIONS), logging sparsely."""
+    """django-redis cache whose failures are logged sparsely, counted and never raised.
+
+    After a failure Redis is left alone for ``CACHE_RETRY_AFTER`` seconds, so an
+    unreachable server costs one socket timeout per interval, not one per call.
+    """
 
     def __init__(self, server: str, params: dict) -> None:
         super().__init__(server, params)
-        # django-redis logs every ignored exception; ours logs once per interval.
-        self._log_ignored_exceptions = True
-        self.logger = _SparseLogger()
+        # Errors must reach _fail_open, which counts and logs them.
+        self._ignore_exceptions = False
+
+    get = _fail_open()(RedisCache.get)
+    get_many = _fail_open({})(RedisCache.get_many)
+    set = _fail_open(False)(RedisCache.set)
+    set_many = _fail_open([])(RedisCache.set_many)
+    add = _fail_open(False)(RedisCache.add)
+    delete = _fail_open(False)(RedisCache.delete)
+    delete_many = _fail_open(0)(RedisCache.delete_many)
+    delete_pattern = _fail_open(0)(RedisCache.delete_pattern)
+    has_key = _fail_open(False)(RedisCache.has_key)
+    incr = _fail_open(None)(RedisCache.incr)
+    decr = _fail_open(None)(RedisCache.decr)
+    touch = _fail_open(False)(RedisCache.touch)
+    ttl = _fail_open(None)(RedisCache.ttl)
+    expire = _fail_open(False)(RedisCache.expire)
+
+    def clear(self) -> None:
+        """Delete this cache's keys only (not FLUSHDB: the Redis database is shared)."""
+        self.delete_pattern("*")
 
 
-class _SparseLogger:
-    def error(self, msg: str, *args: object, **kwargs: object) -> None:
-        log_cache_failure(RuntimeError(msg))
+# --- Namespace versions ---
+_pending_bumps: set[str] = set()
+_pending_lock = threading.Lock()
+
+
+def _version_key(name: str) -> str:
+    return f"ns:{name}"
+
+
+def _new_version() -> str:
+    # Random, never reused: a version key lost to eviction or a Redis restart
+    # cannot bring back entries stored under an older version.
+    return uuid.uuid4().hex[:16]
+
+
+def bump_namespace(*names: str) -> None:
+    """Invalidate every cached response that depends on *names*, now.
+
+    Call it after commit (see bump_on_commit). A bump Redis misses is kept and
+    retried on this process's next cache use.
+    """
+    if not names:
+        return
+    cache.set_many({_version_key(name): _new_version() for name in names}, None)
+    with _pending_lock:
+        if last_operation_failed():
+            _pending_bumps.update(names)
+        else:
+            _pending_bumps.difference_update(names)
+
+
+def bump_on_commit(*names: str, using: str | None = None) -> None:
+    """Bump *names* once the current transaction commits (now in autocommit)."""
+    transaction.on_commit(functools.partial(bump_namespace, *names), using=using)
+
+
+def _retry_pending_bumps() -> None:
+    with _pending_lock:
+        pending = tuple(_pending_bumps)
+    if pending:
+        bump_namespace(*pending)
+
+
+def namespace_versions(*names: str) -> dict[str, str] | None:
+    """Return the current version of each namespace, or None when the cache is down."""
+    _retry_pending_bumps()
+    keys = [_version_key(name) for name in names]
+    found = cache.get_many(keys)
+    if last_operation_failed():
+        return None
+    missing = [key for key in keys if key not in found]
+    if missing:
+        for key in missing:
+            cache.add(key, _new_version(), None)
+        found.update(cache.get_many(missing))
+        if last_operation_failed() or len(found) < len(keys):
+            return None
+    return {name: found[_version_key(name)] for name in names}
+
+
+# --- Cached views ---
+LOCK_TIMEOUT_SECONDS = 10
+LOCK_WAIT_SECONDS = 3.0
+LOCK_POLL_SECONDS = 0.02
+# Headers replayed on a hit; the rest (Vary, Allow, X-Request-ID...) is
+# recomputed for every response.
+STORED_HEADERS = ("Content-Type", "ETag", "Last-Modified", "Content-Language")
+
+
+def response_cache_key(
+    request: Request,
+    *,
+    view_id: str,
+    versions: dict[str, str],
+    audience: str,
+    extra: str = "",
+) -> str:
+    """Return the key of a GET response: everything that can change its bytes."""
+    # Sorted by parameter name only: the order of repeated values can matter.
+    query = urlencode(
+        sorted(
+            ((k, v) for k, values in request.GET.lists() for v in values),
+            key=lambda pair: pair[0],
+        )
+    )
+    renderer = getattr(request, "accepted_renderer", None)
+    parts = [
+        settings.API_VERSION,
+        view_id,
+        request.scheme or "",
+        request.get_host(),
+        request.path,
+        query,
+        getattr(renderer, "format", "") or "",
+        getattr(request, "accepted_media_type", "") or "",
+        audience,
+        extra,
+        *(f"{name}={version}" for name, version in sorted(versions.items())),
+    ]
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    return f"resp:{digest}"
+
+
+def _replay(entry: tuple[int, bytes, dict[str, str]]) -> HttpResponse:
+    status, content, headers = entry
+    response = HttpResponse(content, status=status)
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+def _wait_for(key: str) -> Any:
+    """Poll for *key* while another request holds its lock; None on timeout."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(LOCK_POLL_SECONDS)
+        entry = cache.get(key)
+        if entry is not None or last_operation_failed():
+            return entry
+    return None
+
+
+def get_or_compute(
+    key: str, compute: Callable[[], Any], *, timeout: int
+) -> tuple[Any, bool]:
+    """Return (value, hit) for *key*, computing and storing it under a short lock.
+
+    Concurrent misses on one key wait for the first one's result instead of
+    all recomputing it; a waiter that times out computes it itself. *compute*
+    returns the value to store, or None to store nothing.
+    """
+    value = cache.get(key)
+    if value is not None:
+        return value, True
+    if last_operation_failed():
+        return compute(), False
+    lock_key = f"{key}:lock"
+    locked = bool(cache.add(lock_key, 1, LOCK_TIMEOUT_SECONDS))
+    if not locked and not last_operation_failed():
+        value = _wait_for(key)
+        if value is not None:
+            return value, True
+    try:
+        value = compute()
+        if value is not None:
+            cache.set(key, value, timeout)
+    finally:
+        if locked:
+            cache.delete(lock_key)
+    return value, False
+
+
+class CachedViewMixin:
+    """Serve GET responses of DRF views from Redis, as rendered bytes.
+
+    Authentication, permissions and throttles run in ``initial()`` before the
+    cache is consulted, so a hit is refused exactly like a miss would be. The
+    key covers path, sorted query, negotiated format, host and scheme (they
+    appear in pagination links), the namespace versions and the caller's
+    *audience*: override ``cache_audience`` when the body depends on who asks.
+    """
+
+    cache_namespaces: tuple[str, ...] = ()
+    cache_actions: tuple[str, ...] = ("list", "retrieve")
+    # None means settings.CACHE_TTL, read per request (never at import time).
+    cache_ttl: int | None = None
+
+    def cache_audience(self, request: Request) -> str:
+        """Return who the body is for; equal audiences share one cached entry."""
+        return "public"
+
+    def cache_key_extra(self, request: Request) -> str:
+        """Return anything else the body depends on (e.g. today's date)."""
+        return ""
+
+    def get_cache_ttl(self) -> int:
+        """Return the time to live of this view's entries, in seconds."""
+        return self.cache_ttl if self.cache_ttl is not None else settings.CACHE_TTL
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        action = getattr(self, "action", None)
+        if request.method == "GET" and (action is None or action in self.cache_actions):
+            # dispatch() looks the handler up after initial(): swapping it
+            # here keeps the auth, permission and throttle checks on hits.
+            self.get = functools.partial(self._cached_get, self.get)
+
+    def _cached_get(
+        self,
+        handler: Callable[..., HttpResponseBase],
+        request: Request,
+        *args: Any,
+        **kwargs: Any,
+    ) -> HttpResponseBase:
+        label = ",".join(self.cache_namespaces) or "none"
+        versions = namespace_versions(*self.cache_namespaces)
+        if versions is None:
+            response = handler(request, *args, **kwargs)
+            CACHE_MISSES.labels(namespace=label).inc()
+            response["X-Cache"] = "MISS"
+            return response
+        key = response_cache_key(
+            request,
+            view_id=f"{type(self).__module__}.{type(self).__qualname__}:"
+            f"{getattr(self, 'action', None) or 'get'}",
+            versions=versions,
+            audience=self.cache_audience(request),
+            extra=self.cache_key_extra(request),
+        )
+        rendered: list[HttpResponseBase] = []
+
+        def compute() -> tuple[int, bytes, dict[str, str]] | None:
+            response = handler(request, *args, **kwargs)
+            # Render now (finalize_response is idempotent; dispatch repeats it)
+            # so the bytes can be stored.
+            response = self.finalize_response(request, response, *args, **kwargs)  # type: ignore[attr-defined]
+            if hasattr(response, "render"):
+                response.render()
+            rendered.append(response)
+            if response.status_code != 200 or response.streaming:
+                return None
+            headers = {h: response[h] for h in STORED_HEADERS if h in response}
+            return response.status_code, bytes(response.content), headers
+
+        entry, hit = get_or_compute(key, compute, timeout=self.get_cache_ttl())
+        if hit:
+            CACHE_HITS.labels(namespace=label).inc()
+            response = _replay(entry)
+            response["X-Cache"] = "HIT"
+            return response
+        CACHE_MISSES.labels(namespace=label).inc()
+        response = rendered[-1] if rendered else _replay(entry)
+        response["X-Cache"] = "MISS"
+        return response
+
+
+def cache_namespaces_for_user_write(
+    *, created: bool = False, fields: Iterable[str] | None = None
+) -> tuple[str, ...]:
+    """Return the namespaces a user write touches: owners only when products show it."""
+    if created:
+        return (NAMESPACE_USERS,)
+    if fields is not None and set(fields) <= {"last_login", "password"}:
+        return (NAMESPACE_USERS,)
+    return (NAMESPACE_USERS, NAMESPACE_OWNERS)
+
+
+class InvalidatingQuerySetMixin:
+    """Bump ``cache_namespaces`` after commit on QuerySet writes (they send no signals).
+
+    Put it before ``models.QuerySet`` in the bases. ``delete()`` keeps Django's
+    single DELETE statement when no model depends on the rows, although the
+    model has post_delete receivers (the cache's own, which this bump replaces).
+    """
+
+    cache_namespaces: tuple[str, ...] = ()
+
+    def cache_namespaces_written(
+        self, *, created: bool = False, fields: Iterable[str] | None = None
+    ) -> tuple[str, ...]:
+        """Return the namespaces a write of *fields* (or a creation) invalidates."""
+        return self.cache_namespaces
+
+    def _bump(self, **kwargs: Any) -> None:
+        names = self.cache_namespaces_written(**kwargs)
+        if names:
+            bump_on_commit(*names, using=self.db)  # type: ignore[attr-defined]
+
+    def update(self, **kwargs: Any) -> int:
+        rows = super().update(**kwargs)  # type: ignore[misc]
+        if rows:
+            self._bump(fields=kwargs)
+        return rows
+
+    def bulk_create(self, objs: Iterable[Any], *args: Any, **kwargs: Any) -> list[Any]:
+        created = super().bulk_create(objs, *args, **kwargs)  # type: ignore[misc]
+        if created:
+            upsert = kwargs.get("update_conflicts") or kwargs.get("ignore_conflicts")
+            self._bump(
+                created=not upsert,
+                fields=kwargs.get("update_fields") if upsert else None,
+            )
+        return created
+
+    def bulk_update(
+        self, objs: Iterable[Any], fields: Iterable[str], *args: Any, **kwargs: Any
+    ) -> int:
+        fields = list(fields)
+        rows = super().bulk_update(objs, fields, *args, **kwargs)  # type: ignore[misc]
+        if rows:
+            self._bump(fields=fields)
+        return rows
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        model = self.model  # type: ignore[attr-defined]
+        query = self.query  # type: ignore[attr-defined]
+        if (
+            model._meta.related_objects
+            or query.is_sliced
+            or query.distinct_fields
+            or query.combinator
+            or self._fields is not None  # type: ignore[attr-defined]
+        ):
+            result = super().delete()  # type: ignore[misc]
+        else:
+            # What Django does for a model nobody listens to: one DELETE.
+            del_query = self._chain()  # type: ignore[attr-defined]
+            del_query._for_write = True
+            del_query.query.select_for_update = False
+            del_query.query.select_related = False
+            del_query.query.clear_ordering(force=True)
+            using = del_query.db
+            with transaction.mark_for_rollback_on_error(using):
+                count = del_query._raw_delete(using)
+            self._result_cache = None
+            result = (count, {model._meta.label: count} if count else {})
+        if result[0]:
+            self._bump()
+        return result

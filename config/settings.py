@@ -156,6 +156,8 @@ CACHE_TTL = env.int("CACHE_TTL", default=3600)
 USER_CACHE_TTL = env.int("USER_CACHE_TTL", default=300)
 REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=0.25)
 REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=0.25)
+# After a Redis failure, skip Redis for this long instead of waiting on it per call.
+CACHE_RETRY_AFTER = env.float("CACHE_RETRY_AFTER", default=5.0)
 REDIS_URL = env.str("REDIS_URL", default="")
 
 if REDIS_URL:
