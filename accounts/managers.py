@@ -1,24 +1,15 @@
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.base_user import BaseUserManager
 from django.db import models
 
-from config.cache import InvalidatingQuerySetMixin, cache_namespaces_for_user_write
-
 if TYPE_CHECKING:
     from accounts.models import User
 
 
-class UserQuerySet(InvalidatingQuerySetMixin, models.QuerySet["User"]):
-    def cache_namespaces_written(
-        self, *, created: bool = False, fields: Iterable[str] | None = None
-    ) -> tuple[str, ...]:
-        """Return the namespaces a write of *fields* (or a creation) invalidates."""
-        return cache_namespaces_for_user_write(created=created, fields=fields)
-
+class UserQuerySet(models.QuerySet["User"]):
     def active(self) -> UserQuerySet:
         """Return users that may sign in."""
         return self.filter(is_active=True)
@@ -26,6 +17,26 @@ class UserQuerySet(InvalidatingQuerySetMixin, models.QuerySet["User"]):
     def with_email(self, email: str) -> UserQuerySet:
         """Return the user with *email* in any letter case (Lower index)."""
         return self.filter(email__lower=email.strip().lower())
+
+    def visible_to(self, user: Any) -> UserQuerySet:
+        """Return the users *user* may see: all for staff, active ones otherwise."""
+        if getattr(user, "is_staff", False):
+            return self.all()
+        return self.active()
+
+    def search(self, term: str, *, by_email: bool = False) -> UserQuerySet:
+        """Return users whose username (or, if *by_email*, email) starts with *term*.
+
+        Prefix matches use the (username, is_active) and Lower(email) b-tree
+        indexes; a %term% match would scan the table.
+        """
+        term = term.strip()
+        if not term:
+            return self
+        condition = models.Q(username__startswith=term)
+        if by_email:
+            condition |= models.Q(email__lower__startswith=term.lower())
+        return self.filter(condition)
 
 
 class UserManager(BaseUserManager.from_queryset(UserQuerySet)):  # type: ignore[misc]

@@ -1,13 +1,39 @@
 from __future__ import annotations
 
-from django.db import transaction
-from django.db.models import QuerySet
+import logging
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from django.contrib.auth.hashers import make_password
+from django.contrib.auth.tokens import default_token_generator
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+from django.utils.encoding import force_str
+from django.utils.http import urlsafe_base64_decode
+from rest_framework_simplejwt.exceptions import AuthenticationFailed, TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import (
     BlacklistedToken,
     OutstandingToken,
 )
+from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from accounts.models import User
+from accounts.tasks import send_password_reset_email, send_welcome_email
+from accounts.validation import USERNAME_MAX_LENGTH, clean_user, username_from_email
+from config.api.exceptions import BulkValidationError
+from config.metrics import BULK_ROWS_WRITTEN, TASKS_ENQUEUED
+
+logger = logging.getLogger(__name__)
+
+EMAIL_TAKEN = "A user with that email already exists."
+USERNAME_TAKEN = "A user with that username already exists."
+# Each password costs one deliberately slow hash; a bulk request stays bounded.
+BULK_MAX_PASSWORDS = 100
 
 
 def user_tokens_revoke(*, user_ids: list[int]) -> int:
@@ -36,3 +62,269 @@ def user_deactivate(*, user: User) -> None:
     """Deactivate *user*: they can no longer sign in and their tokens stop working."""
     users_set_active(users=User.objects.filter(pk=user.pk), active=False)
     user.is_active = False
+
+
+# --- Registration, profile and password ------------------------------------
+
+
+def _enqueue(task: Any, **kwargs: Any) -> Callable[[], None]:
+    """Return a callback that enqueues *task*; a broken queue is logged, not raised."""
+
+    def callback() -> None:
+        try:
+            task.enqueue(**kwargs)
+        except Exception:  # the write has committed: never fail the request now
+            logger.exception("could not enqueue %s", task.name)
+        else:
+            TASKS_ENQUEUED.labels(task=task.name).inc()
+
+    return callback
+
+
+def _integrity_error(exc: IntegrityError) -> ValidationError:
+    """Map a unique violation from a concurrent write to a field error."""
+    diag = getattr(exc.__cause__, "diag", None)
+    constraint = getattr(diag, "constraint_name", None) or ""
+    if "email" in constraint:
+        return ValidationError({"email": [EMAIL_TAKEN]})
+    return ValidationError({"username": [USERNAME_TAKEN]})
+
+
+def _suffixed(base: str) -> str:
+    return f"{base[: USERNAME_MAX_LENGTH - 7]}-{secrets.token_hex(3)}"
+
+
+def _check_unique(
+    *, email: str | None, username: str | None, exclude: int | None
+) -> None:
+    """Raise ValidationError if *email* (any case) or *username* is already used."""
+    others = User.objects.exclude(pk=exclude) if exclude else User.objects.all()
+    errors: dict[str, list[str]] = {}
+    if email is not None and others.with_email(email).exists():
+        errors["email"] = [EMAIL_TAKEN]
+    if username is not None and others.filter(username=username).exists():
+        errors["username"] = [USERNAME_TAKEN]
+    if errors:
+        raise ValidationError(errors)
+
+
+def user_register(*, email: str, password: str, username: str | None = None) -> User:
+    """Create an active user with a hashed password and send a welcome email."""
+    _check_unique(email=email, username=username, exclude=None)
+    if username is None:
+        username = username_from_email(email)
+        if User.objects.filter(username=username).exists():
+            username = _suffixed(username)
+    user = User(email=email, username=username)
+    # Hash before the transaction opens: it is the slow part.
+    user.set_password(password)
+    try:
+        with transaction.atomic():
+            user.save(force_insert=True)
+            transaction.on_commit(_enqueue(send_welcome_email, user_id=user.pk))
+    except IntegrityError as exc:
+        # Two registrations raced past the check; the constraint picked one.
+        raise _integrity_error(exc) from exc
+    return user
+
+
+@transaction.atomic
+def user_update(
+    *,
+    user: User,
+    email: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> User:
+    """Change *user*'s email, username or password; a new password revokes tokens."""
+    _check_unique(email=email, username=username, exclude=user.pk)
+    fields = ["updated_at"]
+    if email is not None:
+        user.email = email
+        fields.append("email")
+    if username is not None:
+        user.username = username
+        fields.append("username")
+    if password is not None:
+        user.set_password(password)
+        fields.append("password")
+    try:
+        with transaction.atomic():
+            user.save(update_fields=fields)
+    except IntegrityError as exc:
+        raise _integrity_error(exc) from exc
+    if password is not None:
+        user_tokens_revoke(user_ids=[user.pk])
+    return user
+
+
+def user_password_reset_request(*, email: str) -> None:
+    """Email a one-time reset link to *email* if it belongs to an active user.
+
+    The lookup happens in the background task, so the answer takes the same
+    time whether or not the address exists.
+    """
+    transaction.on_commit(_enqueue(send_password_reset_email, email=email))
+
+
+@transaction.atomic
+def user_password_reset_confirm(*, uid: str, token: str, password: str) -> User:
+    """Set a new password from a reset link; the link then stops working."""
+    invalid = ValidationError({"token": ["The reset link is invalid or has expired."]})
+    try:
+        pk = int(force_str(urlsafe_base64_decode(uid)))
+    except (TypeError, ValueError, OverflowError):
+        raise invalid from None
+    # The row lock makes the token single-use even under concurrent confirms:
+    # the second one sees the new password hash, which invalidates the token.
+    user = User.objects.active().select_for_update().filter(pk=pk).first()
+    if user is None or not default_token_generator.check_token(user, token):
+        raise invalid
+    cleaned, errors = clean_user(
+        {"password": password},
+        partial=True,
+        current={"email": user.email, "username": user.username},
+    )
+    if errors or "password" not in cleaned:
+        raise ValidationError(
+            {"new_password": errors.get("password", ["This field is required."])}
+        )
+    user.set_password(cleaned["password"])
+    user.save(update_fields=["password", "updated_at"])
+    user_tokens_revoke(user_ids=[user.pk])
+    return user
+
+
+# --- Tokens ------------------------------------------------------------------
+
+
+def _token_user(token: RefreshToken) -> User:
+    """Return the active user a refresh token was issued to."""
+    try:
+        user_id = int(token[jwt_settings.USER_ID_CLAIM])
+    except (KeyError, TypeError, ValueError):
+        raise AuthenticationFailed(
+            "No active account found for the given token.", code="no_active_account"
+        ) from None
+    user = User.objects.active().filter(pk=user_id).first()
+    if user is None:
+        raise AuthenticationFailed(
+            "No active account found for the given token.", code="no_active_account"
+        )
+    return user
+
+
+def tokens_rotate(*, refresh: str) -> dict[str, str]:
+    """Exchange a refresh token for a new pair; the old token works exactly once."""
+    token = RefreshToken(refresh)  # signature, expiry, type and blacklist
+    user = _token_user(token)
+    with transaction.atomic():
+        outstanding, _ = OutstandingToken.objects.get_or_create(
+            jti=token[jwt_settings.JTI_CLAIM],
+            defaults={
+                "user": user,
+                "created_at": timezone.now(),
+                "token": refresh,
+                "expires_at": datetime_from_epoch(token["exp"]),
+            },
+        )
+        # get_or_create on the unique token_id: of two concurrent refreshes
+        # with the same token, exactly one creates the row and wins.
+        _, created = BlacklistedToken.objects.get_or_create(token=outstanding)
+        if not created:
+            raise TokenError("Token is blacklisted")
+        new = RefreshToken.for_user(user)
+    return {"access": str(new.access_token), "refresh": str(new)}
+
+
+def token_revoke(*, refresh: str) -> None:
+    """Blacklist a refresh token (sign-out)."""
+    RefreshToken(refresh).blacklist()
+
+
+# --- Bulk --------------------------------------------------------------------
+
+
+def users_bulk_create(*, rows: Sequence[Any]) -> list[int]:
+    """Create users from *rows* in one INSERT, all or nothing; return their ids.
+
+    Raises BulkValidationError listing ``{index, errors}`` for every bad row,
+    including emails (any case) and usernames repeated in the payload or taken.
+    Rows without a password get an unusable one (they can use password reset).
+    """
+    errors: dict[int, dict[str, list[str]]] = {}
+    cleaned_rows: list[tuple[int, dict[str, Any], bool]] = []
+    with_password = 0
+    for index, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            errors[index] = {"non_field_errors": ["Expected an object."]}
+            continue
+        cleaned, row_errors = clean_user(row)
+        if row_errors:
+            errors[index] = row_errors
+            continue
+        with_password += "password" in cleaned
+        explicit = row.get("username") not in (None, "")
+        cleaned_rows.append((index, cleaned, explicit))
+    if with_password > BULK_MAX_PASSWORDS:
+        raise ValidationError(
+            {
+                "password": [
+                    f"At most {BULK_MAX_PASSWORDS} items may carry a password "
+                    "(each one is hashed); omit passwords and use password reset."
+                ]
+            }
+        )
+
+    emails = {c["email"].lower() for _, c, _ in cleaned_rows}
+    names = {c["username"] for _, c, _ in cleaned_rows}
+    taken_emails: set[str] = set()
+    taken_names: set[str] = set()
+    if cleaned_rows:
+        for email, username in User.objects.filter(
+            Q(email__lower__in=emails) | Q(username__in=names)
+        ).values_list("email", "username"):
+            taken_emails.add(email.lower())
+            taken_names.add(username)
+
+    seen_emails: set[str] = set()
+    used_names = set(taken_names)
+    # Explicit usernames claim their names first; derived ones step aside.
+    for index, cleaned, explicit in cleaned_rows:
+        if explicit and cleaned["username"] in used_names:
+            errors.setdefault(index, {})["username"] = [USERNAME_TAKEN]
+        elif explicit:
+            used_names.add(cleaned["username"])
+    users: list[User] = []
+    for index, cleaned, explicit in cleaned_rows:
+        email = cleaned["email"].lower()
+        if email in taken_emails or email in seen_emails:
+            errors.setdefault(index, {})["email"] = [EMAIL_TAKEN]
+        seen_emails.add(email)
+        if index in errors:
+            continue
+        username = cleaned["username"]
+        if not explicit:
+            while username in used_names:
+                username = _suffixed(cleaned["username"])
+            used_names.add(username)
+        password = cleaned.get("password")
+        users.append(
+            User(
+                email=cleaned["email"],
+                username=username,
+                password=make_password(password),
+            )
+        )
+    if errors:
+        raise BulkValidationError(
+            [{"index": i, "errors": errors[i]} for i in sorted(errors)]
+        )
+    try:
+        with transaction.atomic():
+            created = User.objects.bulk_create(users)
+    except IntegrityError as exc:
+        # A concurrent write took an email or username after the check.
+        raise _integrity_error(exc) from exc
+    BULK_ROWS_WRITTEN.labels(model="user", operation="create").inc(len(created))
+    return [user.pk for user in created]

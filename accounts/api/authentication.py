@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework_simplejwt.authentication import (
     JWTAuthentication as BaseJWTAuthentication,
 )
@@ -31,3 +32,9 @@ class JWTAuthentication(BaseJWTAuthentication):
                 "User not found or inactive.", code="user_inactive"
             )
         return user
+
+
+class JWTScheme(SimpleJWTScheme):
+    """Describe JWTAuthentication as a bearer scheme in the OpenAPI schema."""
+
+    target_class = "accounts.api.authentication.JWTAuthentication"

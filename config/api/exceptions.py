@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -13,8 +13,9 @@ from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.fields import get_error_detail
-from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
+
+if TYPE_CHECKING:
+    from rest_framework.response import Response
 
 
 class RequestBodyTooLarge(exceptions.APIException):
@@ -25,12 +26,25 @@ class RequestBodyTooLarge(exceptions.APIException):
     default_code = "request_too_large"
 
 
+class BulkValidationError(exceptions.ValidationError):
+    """Reject a whole bulk request: ``{"detail", "errors": [{index, errors}]}``."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        detail = f"{len(errors)} item(s) rejected; nothing was written."
+        super().__init__(detail={"detail": detail, "errors": errors})
+        self.errors = errors
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Return DRF's error response, also for Django validation and size errors."""
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=get_error_detail(exc))
     elif isinstance(exc, RequestDataTooBig):
         exc = RequestBodyTooLarge()
+    # Imported here: rest_framework.views reads DEFAULT_PARSER_CLASSES at import
+    # time, and the parser module imports this one.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     return drf_exception_handler(exc, context)
 
 

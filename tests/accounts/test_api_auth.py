@@ -1,0 +1,429 @@
+import re
+from datetime import timedelta
+
+import jwt
+import pytest
+from django.conf import settings
+from django.core import mail
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+
+from accounts.models import User
+from tests.factories import TEST_PASSWORD, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+NEW_PASSWORD = "a-brand-new-passphrase-42"
+
+
+def _bearer(access: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
+    return client
+
+
+def _me(access: str) -> int:
+    return _bearer(access).get(reverse("api:user-me")).status_code
+
+
+def _refresh(refresh: str):
+    return APIClient().post(
+        reverse("api:token-refresh"), {"refresh": refresh}, format="json"
+    )
+
+
+# --- Sign in -----------------------------------------------------------------
+
+
+def test_sign_in_returns_a_working_pair(api_client, user):
+    response = api_client.post(
+        reverse("api:token-obtain"),
+        {"email": user.email, "password": TEST_PASSWORD},
+        format="json",
+    )
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"access", "refresh"}
+    assert _me(body["access"]) == 200
+
+
+def test_sign_in_ignores_email_letter_case(api_client, user):
+    response = api_client.post(
+        reverse("api:token-obtain"),
+        {"email": f"  {user.email.upper()}", "password": TEST_PASSWORD},
+        format="json",
+    )
+
+    assert response.status_code == 200
+
+
+def test_wrong_email_and_wrong_password_give_the_same_401(api_client, user):
+    url = reverse("api:token-obtain")
+    wrong_password = api_client.post(
+        url, {"email": user.email, "password": "not-it-at-all"}, format="json"
+    )
+    wrong_email = api_client.post(
+        url, {"email": "nobody@example.com", "password": TEST_PASSWORD}, format="json"
+    )
+
+    assert wrong_password.status_code == wrong_email.status_code == 401
+    assert wrong_password.json() == wrong_email.json()
+
+
+def test_inactive_user_cannot_sign_in(api_client):
+    inactive = UserFactory(is_active=False)
+
+    response = api_client.post(
+        reverse("api:token-obtain"),
+        {"email": inactive.email, "password": TEST_PASSWORD},
+        format="json",
+    )
+
+    assert response.status_code == 401
+
+
+def test_sign_in_without_fields_is_400(api_client):
+    response = api_client.post(reverse("api:token-obtain"), {}, format="json")
+
+    assert response.status_code == 400
+    assert set(response.json()) == {"email", "password"}
+
+
+def test_user_id_claim_round_trips_with_the_locked_pyjwt(tokens_for, user):
+    access = tokens_for(user)["access"]
+
+    payload = jwt.decode(
+        access, settings.SIMPLE_JWT["SIGNING_KEY"], algorithms=[settings.ALGORITHM]
+    )
+
+    assert payload["user_id"] == str(user.pk)
+    assert payload["token_type"] == "access"
+    assert _me(access) == 200
+
+
+def test_sign_in_is_throttled_with_retry_after(api_client, user):
+    url = reverse("api:token-obtain")
+    body = {"email": user.email, "password": "wrong-password-here"}
+    statuses = [
+        api_client.post(url, body, format="json").status_code for _ in range(11)
+    ]
+
+    assert statuses[:10] == [401] * 10
+    assert statuses[10] == 429
+    response = api_client.post(url, body, format="json")
+    assert response.status_code == 429
+    assert int(response["Retry-After"]) >= 1
+    assert "detail" in response.json()
+
+
+def test_login_throttle_ignores_forged_forwarded_for(api_client, user):
+    url = reverse("api:token-obtain")
+    statuses = [
+        api_client.post(
+            url,
+            {"email": f"x{n}@example.com", "password": "wrong-password-here"},
+            format="json",
+            HTTP_X_FORWARDED_FOR=f"10.0.0.{n}",
+        ).status_code
+        for n in range(11)
+    ]
+
+    assert statuses[:10] == [401] * 10
+    assert statuses[10] == 429
+
+
+def test_login_throttle_counts_per_account_across_addresses(api_client, user, settings):
+    settings.NUM_PROXIES = 1
+    url = reverse("api:token-obtain")
+    body = {"email": user.email, "password": "wrong-password-here"}
+    statuses = [
+        api_client.post(
+            url, body, format="json", HTTP_X_FORWARDED_FOR=f"10.0.0.{n}"
+        ).status_code
+        for n in range(11)
+    ]
+
+    assert statuses[:10] == [401] * 10
+    assert statuses[10] == 429
+
+
+# --- Access tokens -------------------------------------------------------------
+
+
+def test_missing_token_is_401_with_www_authenticate(api_client):
+    response = api_client.get(reverse("api:user-me"))
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_expired_access_token_is_401(user):
+    token = AccessToken.for_user(user)
+    token.set_exp(from_time=timezone.now() - timedelta(hours=2))
+
+    assert _me(str(token)) == 401
+
+
+def test_alg_none_token_is_401(tokens_for, user):
+    claims = jwt.decode(tokens_for(user)["access"], options={"verify_signature": False})
+    forged = jwt.encode(claims, key=None, algorithm="none")
+
+    assert _me(forged) == 401
+
+
+def test_token_with_wrong_signature_is_401(tokens_for, user):
+    claims = jwt.decode(tokens_for(user)["access"], options={"verify_signature": False})
+    forged = jwt.encode(
+        claims, key="another-secret-key-of-enough-length", algorithm="HS256"
+    )
+
+    assert _me(forged) == 401
+
+
+def test_refresh_token_cannot_be_used_as_access(tokens_for, user):
+    assert _me(tokens_for(user)["refresh"]) == 401
+
+
+def test_garbage_bearer_token_is_401(api_client):
+    assert _me("not.a.jwt") == 401
+
+
+def test_authenticated_request_costs_one_query(
+    tokens_for, user, django_assert_num_queries
+):
+    client = _bearer(tokens_for(user)["access"])
+
+    with django_assert_num_queries(1):
+        response = client.get(reverse("api:user-me"))
+
+    assert response.status_code == 200
+
+
+def test_deactivation_stops_access_tokens_at_once(
+    tokens_for, auth_client, user, staff_user
+):
+    access = tokens_for(user)["access"]
+    assert _me(access) == 200
+
+    response = auth_client(staff_user).delete(
+        reverse("api:user-detail", args=[user.pk])
+    )
+
+    assert response.status_code == 204
+    assert _me(access) == 401
+
+
+# --- Refresh -------------------------------------------------------------------
+
+
+def test_refresh_rotates_and_the_old_token_stops_working(tokens_for, user):
+    old = tokens_for(user)["refresh"]
+
+    first = _refresh(old)
+    assert first.status_code == 200
+    pair = first.json()
+    assert set(pair) == {"access", "refresh"}
+    assert pair["refresh"] != old
+    assert _me(pair["access"]) == 200
+
+    reused = _refresh(old)
+    assert reused.status_code == 401
+    assert _refresh(pair["refresh"]).status_code == 200
+
+
+def test_access_token_cannot_be_used_to_refresh(tokens_for, user):
+    assert _refresh(tokens_for(user)["access"]).status_code == 401
+
+
+def test_refresh_of_a_deactivated_user_is_401(tokens_for, user):
+    refresh = tokens_for(user)["refresh"]
+    User.objects.filter(pk=user.pk).update(is_active=False)
+
+    assert _refresh(refresh).status_code == 401
+
+
+def test_refresh_of_a_deleted_user_is_401_not_500(tokens_for, user):
+    refresh = tokens_for(user)["refresh"]
+    user.delete()
+
+    assert _refresh(refresh).status_code == 401
+
+
+def test_refresh_token_of_a_deleted_user_minted_without_outstanding_row_is_401(user):
+    refresh = str(RefreshToken.for_user(user))
+    User.objects.filter(pk=user.pk).delete()
+
+    assert _refresh(refresh).status_code == 401
+
+
+def test_expired_refresh_token_is_401(user):
+    token = RefreshToken.for_user(user)
+    token.set_exp(from_time=timezone.now() - timedelta(days=30))
+
+    assert _refresh(str(token)).status_code == 401
+
+
+def test_refresh_without_token_is_400():
+    response = APIClient().post(reverse("api:token-refresh"), {}, format="json")
+
+    assert response.status_code == 400
+
+
+# --- Verify --------------------------------------------------------------------
+
+
+def test_verify_accepts_a_valid_token_and_rejects_others(tokens_for, user):
+    url = reverse("api:token-verify")
+    access = tokens_for(user)["access"]
+
+    assert APIClient().post(url, {"token": access}, format="json").status_code == 200
+    bad = APIClient().post(url, {"token": access + "x"}, format="json")
+    assert bad.status_code == 401
+
+
+def test_verify_rejects_a_token_of_a_deactivated_user(tokens_for, user):
+    access = tokens_for(user)["access"]
+    User.objects.filter(pk=user.pk).update(is_active=False)
+
+    response = APIClient().post(
+        reverse("api:token-verify"), {"token": access}, format="json"
+    )
+
+    assert response.status_code == 401
+
+
+# --- Logout --------------------------------------------------------------------
+
+
+def test_logout_revokes_the_refresh_token(tokens_for, user):
+    refresh = tokens_for(user)["refresh"]
+
+    response = APIClient().post(
+        reverse("api:logout"), {"refresh": refresh}, format="json"
+    )
+
+    assert response.status_code == 204
+    assert _refresh(refresh).status_code == 401
+    verify = APIClient().post(
+        reverse("api:token-verify"), {"token": refresh}, format="json"
+    )
+    assert verify.status_code == 401
+
+
+def test_logout_with_a_revoked_or_bogus_token_is_401(tokens_for, user):
+    refresh = tokens_for(user)["refresh"]
+    url = reverse("api:logout")
+    APIClient().post(url, {"refresh": refresh}, format="json")
+
+    assert APIClient().post(url, {"refresh": refresh}, format="json").status_code == 401
+    assert APIClient().post(url, {"refresh": "junk"}, format="json").status_code == 401
+    assert APIClient().post(url, {}, format="json").status_code == 400
+
+
+# --- Password reset ------------------------------------------------------------
+
+
+def _reset_link_parts() -> tuple[str, str]:
+    assert len(mail.outbox) == 1
+    match = re.search(r"uid=([\w-]+)&token=([\w-]+)", mail.outbox[0].body)
+    assert match, mail.outbox[0].body
+    return match.group(1), match.group(2)
+
+
+def test_password_reset_round_trip(
+    api_client, tokens_for, user, django_capture_on_commit_callbacks
+):
+    old_refresh = tokens_for(user)["refresh"]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api_client.post(
+            reverse("api:password-reset"), {"email": user.email.upper()}, format="json"
+        )
+    assert response.status_code == 202
+    assert mail.outbox[0].to == [user.email]
+    uid, token = _reset_link_parts()
+
+    confirm = api_client.post(
+        reverse("api:password-reset-confirm"),
+        {"uid": uid, "token": token, "new_password": NEW_PASSWORD},
+        format="json",
+    )
+    assert confirm.status_code == 200
+
+    user.refresh_from_db()
+    assert user.check_password(NEW_PASSWORD)
+    assert _refresh(old_refresh).status_code == 401
+    again = api_client.post(
+        reverse("api:password-reset-confirm"),
+        {"uid": uid, "token": token, "new_password": "yet-another-passphrase-7"},
+        format="json",
+    )
+    assert again.status_code == 400
+    assert "token" in again.json()
+    signed_in = api_client.post(
+        reverse("api:token-obtain"),
+        {"email": user.email, "password": NEW_PASSWORD},
+        format="json",
+    )
+    assert signed_in.status_code == 200
+
+
+def test_password_reset_for_unknown_email_is_202_and_sends_nothing(
+    api_client, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api_client.post(
+            reverse("api:password-reset"), {"email": "ghost@example.com"}, format="json"
+        )
+
+    assert response.status_code == 202
+    assert mail.outbox == []
+
+
+def test_password_reset_confirm_rejects_weak_password(
+    api_client, user, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        api_client.post(reverse("api:password-reset"), {"email": user.email})
+    uid, token = _reset_link_parts()
+
+    response = api_client.post(
+        reverse("api:password-reset-confirm"),
+        {"uid": uid, "token": token, "new_password": "password"},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert "new_password" in response.json()
+    user.refresh_from_db()
+    assert user.check_password(TEST_PASSWORD)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"uid": "garbage", "token": "garbage", "new_password": NEW_PASSWORD},
+        {"uid": "MQ", "token": "abc-def", "new_password": NEW_PASSWORD},
+        {"uid": "", "token": "", "new_password": ""},
+    ],
+)
+def test_password_reset_confirm_with_bad_link_is_400(api_client, user, body):
+    response = api_client.post(
+        reverse("api:password-reset-confirm"), body, format="json"
+    )
+
+    assert response.status_code == 400
+
+
+def test_password_reset_is_throttled(api_client):
+    url = reverse("api:password-reset")
+    statuses = [
+        api_client.post(url, {"email": "a@example.com"}, format="json").status_code
+        for _ in range(6)
+    ]
+
+    assert statuses[:5] == [202] * 5
+    assert statuses[5] == 429
