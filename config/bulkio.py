@@ -478,9 +478,6 @@ class ImportCommand(BaseCommand):
     def check_options(self, options: dict[str, Any]) -> None:
         """Validate command-specific options before reading."""
 
-    def after_run(self) -> None:
-        """Run once after every batch is written (cache invalidation)."""
-
     def handle(self, *args: Any, **options: Any) -> None:
         batch_size = options["batch_size"]
         if batch_size < 1:
@@ -531,8 +528,6 @@ class ImportCommand(BaseCommand):
                 rejects.close()
             if stream is not sys.stdin.buffer:
                 stream.close()
-        if stats.result.created or stats.result.updated:
-            self.after_run()
         if self.verbosity >= 1:
             style = self.style.SUCCESS if not (failure or stats.rejected) else None
             self.stdout.write(

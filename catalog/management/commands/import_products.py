@@ -1,0 +1,162 @@
+from collections.abc import Sequence
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import CommandError
+from django.core.validators import validate_email
+from django.db import connection
+
+from accounts.validation import normalize_email
+from catalog.services import UPSERT_OPTIONAL_FIELDS, categories_ensure, products_upsert
+from catalog.validation import MSG_BLANK, MSG_REQUIRED, MSG_SLUG, clean_product
+from config.bulkio import ImportCommand, Record, Rejection, UpsertResult
+from config.cache import bump_on_commit
+from config.metrics import BULK_ROWS_WRITTEN
+
+CATEGORY_SLUG_MAX_LENGTH = 100
+MSG_NO_OWNER = "No user with this email address."
+_SLUG_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
+)
+# Blank cells of these columns mean "not given" (clean_product's rule).
+_BLANK_IS_ABSENT = frozenset({"slug", "stock", "is_active"})
+
+
+def _clean_category(value: Any) -> tuple[str | None, str | None]:
+    if value is None:
+        return None, MSG_REQUIRED
+    if not isinstance(value, str):
+        return None, "Must be a category slug."
+    slug = value.strip()
+    if not slug:
+        return None, MSG_BLANK
+    if len(slug) > CATEGORY_SLUG_MAX_LENGTH or not _SLUG_CHARS.issuperset(slug):
+        return None, MSG_SLUG
+    return slug, None
+
+
+def _clean_owner(value: Any) -> tuple[str | None, str | None]:
+    if value is None or value == "":
+        return None, "This field is required (or pass --owner)."
+    if not isinstance(value, str):
+        return None, "Enter a valid email address."
+    email = normalize_email(value)
+    try:
+        validate_email(email)
+    except ValidationError:
+        return None, "Enter a valid email address."
+    return email.lower(), None
+
+
+class Command(ImportCommand):
+    help = (
+        "Create or update products from a CSV or JSON Lines file ('-' for stdin), "
+        "upserting on SKU in batches of one transaction each. Columns: sku, name, "
+        "price, category (a slug; missing categories are created), owner (an "
+        "email, or --owner), and optionally slug, description, stock, is_active "
+        "(absent ones keep their stored values). A SKU repeated in the file: the "
+        "last occurrence wins. Columns starting with '_' are ignored, so an "
+        "--errors file can be fixed and fed back. Exits non-zero when any row "
+        "is rejected."
+    )
+    columns = (
+        "sku",
+        "name",
+        "slug",
+        "description",
+        "price",
+        "stock",
+        "is_active",
+        "category",
+        "owner",
+    )
+    required = ("sku", "name", "price", "category")
+
+    def add_arguments(self, parser: Any) -> None:
+        super().add_arguments(parser)
+        parser.add_argument(
+            "--owner",
+            metavar="EMAIL",
+            help="Owner of rows that name none (required without an owner column).",
+        )
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        self.default_owner: str | None = None
+        if options["owner"]:
+            email, error = _clean_owner(options["owner"])
+            if error:
+                raise CommandError(f"--owner: {error}")
+            owners = self._owner_ids({email})
+            if email not in owners:
+                raise CommandError(f"--owner: {MSG_NO_OWNER} ({options['owner']})")
+            self.default_owner = email
+        self.required = type(self).required
+        if self.default_owner is None:
+            self.required = (*self.required, "owner")
+
+    def row_key(self, row: Any) -> Any:
+        return row[0]["sku"]
+
+    def prepare(self, records: Sequence[Record]) -> tuple[list[Any], list[Rejection]]:
+        """Validate rows, then map owner emails and category slugs to ids."""
+        pending: list[tuple[dict[str, Any], Record, str, str]] = []
+        rejections: list[Rejection] = []
+        for record in records:
+            data = record.data
+            fields = {k: v for k, v in data.items() if k not in ("category", "owner")}
+            cleaned, errors = clean_product(fields)
+            # clean_product wants a category id; the file names a slug instead.
+            errors.pop("category", None)
+            slug, error = _clean_category(data.get("category"))
+            if error:
+                errors["category"] = [error]
+            owner = data.get("owner")
+            email, error = _clean_owner(
+                owner if owner not in (None, "") else self.default_owner
+            )
+            if error:
+                errors["owner"] = [error]
+            if errors:
+                rejections.append(Rejection(record.line, data, errors))
+                continue
+            for name in UPSERT_OPTIONAL_FIELDS:
+                value = fields.get(name)
+                if name not in fields or (value == "" and name in _BLANK_IS_ABSENT):
+                    cleaned.pop(name, None)
+            cleaned.pop("category_id", None)
+            pending.append((cleaned, record, slug, email))
+
+        owners = self._owner_ids({email for *_, email in pending})
+        rows: list[Any] = []
+        for cleaned, record, slug, email in pending:
+            if email in owners:
+                cleaned["owner_id"] = owners[email]
+                rows.append((cleaned, slug))
+            else:
+                rejections.append(
+                    Rejection(record.line, record.data, {"owner": [MSG_NO_OWNER]})
+                )
+        categories = categories_ensure(slugs={slug for _, slug in rows})
+        for cleaned, slug in rows:
+            cleaned["category_id"] = categories[slug]
+        return rows, rejections
+
+    def upsert(self, rows: list[Any]) -> UpsertResult:
+        result = products_upsert(rows=[cleaned for cleaned, _ in rows])
+        if not self.options["dry_run"] and (result.created or result.updated):
+            bump_on_commit("catalog")
+            created, updated = result.created, result.updated
+            BULK_ROWS_WRITTEN.labels(model="product", operation="create").inc(created)
+            BULK_ROWS_WRITTEN.labels(model="product", operation="update").inc(updated)
+        return result
+
+    def _owner_ids(self, emails: set[str]) -> dict[str, int]:
+        if not emails:
+            return {}
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT lower(email), id FROM accounts_user"
+                " WHERE lower(email) = ANY(%s)",
+                [sorted(emails)],
+            )
+            return dict(cursor.fetchall())
