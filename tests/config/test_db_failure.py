@@ -1,0 +1,203 @@
+"""PostgreSQL failure against a throwaway cluster this module starts and stops."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.config.test_gunicorn import (
+    BASE_DIR,
+    free_port,
+    gunicorn_server,
+    http_get,
+    server_env,
+)
+
+
+def _postgres_bindir() -> Path:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
+    assert candidates, "PostgreSQL server binaries are needed for these tests"
+    return candidates[0].parent
+
+
+@dataclass
+class Cluster:
+    """A PostgreSQL cluster on a spare port, run as the postgres OS user."""
+
+    bindir: Path
+    root: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        as_postgres = (
+            {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
+        )
+        subprocess.run(args, check=True, capture_output=True, timeout=60, **as_postgres)
+
+    def init(self) -> None:
+        self._run(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.root / "data"),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+        )
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.root / "data"),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.root / "data"),
+            "-m",
+            "fast",
+            "-w",
+            "stop",
+        )
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    root = Path(tempfile.mkdtemp(prefix="pg-failure-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    cluster = Cluster(_postgres_bindir(), root, free_port())
+    cluster.init()
+    cluster.start()
+    try:
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+            cwd=BASE_DIR,
+            env=server_env(DATABASE_URL=cluster.url, DEBUG="True"),
+            check=True,
+            timeout=180,
+        )
+        yield cluster
+    finally:
+        subprocess.run(
+            [
+                str(cluster.bindir / "pg_ctl"),
+                "-D",
+                str(root / "data"),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+            capture_output=True,
+            user="postgres" if os.geteuid() == 0 else None,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# The admin login page reads the session row named by the cookie: a real view
+# that needs PostgreSQL, from django.contrib alone.
+SESSION = {"Cookie": "sessionid=" + "x" * 32}
+
+
+def _assert_503(status, headers, body, code: str) -> None:
+    assert status == 503, body
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body)["code"] == code
+    assert int(headers["Retry-After"]) > 0
+    assert headers["X-Request-ID"]
+
+
+@pytest.mark.parametrize(
+    "workers",
+    [
+        {"GUNICORN_WORKER_CLASS": "sync", "DB_CONNECTIONS": "persistent"},
+        {
+            "GUNICORN_WORKER_CLASS": "gthread",
+            "GUNICORN_THREADS": "2",
+            "DB_CONNECTIONS": "pool",
+            "DB_POOL_SIZE": "2",
+            "DB_MAX_OVERFLOW": "0",
+            "DB_POOL_TIMEOUT": "1",
+        },
+    ],
+    ids=["sync-persistent", "gthread-pool"],
+)
+def test_database_down_is_a_fast_503_and_service_recovers_without_restart(
+    cluster, tmp_path, workers
+):
+    env = server_env(DATABASE_URL=cluster.url, DEBUG="True", WORKERS="2", **workers)
+    with gunicorn_server(env, tmp_path / "gunicorn.log") as url:
+        for _ in range(4):
+            assert http_get(f"{url}/admin/login/", SESSION)[0] == 200
+        assert http_get(f"{url}/readyz")[0] == 200
+
+        cluster.stop()
+        try:
+            for _ in range(3):
+                # The client timeout bounds the answer: a hanging worker fails here.
+                _assert_503(
+                    *http_get(f"{url}/admin/login/", SESSION, timeout=10),
+                    code="database_unavailable",
+                )
+            status, _, body = http_get(f"{url}/readyz", timeout=10)
+            assert status == 503
+            assert json.loads(body)["database"] == "down"
+            assert http_get(f"{url}/healthz", timeout=10)[0] == 200
+        finally:
+            cluster.start()
+
+        statuses = [http_get(f"{url}/admin/login/", SESSION)[0] for _ in range(6)]
+        assert statuses == [200] * 6
+        assert http_get(f"{url}/readyz")[0] == 200
+        status, _, body = http_get(f"{url}/metrics")
+    assert 'app_db_unavailable_total{reason="unavailable"}' in body.decode()
+
+
+def test_statement_timeout_is_a_503_and_leaves_no_transaction_open(cluster, tmp_path):
+    env = server_env(
+        DATABASE_URL=cluster.url,
+        DEBUG="True",
+        WORKERS="1",
+        DB_STATEMENT_TIMEOUT_MS="500",
+    )
+    with (
+        gunicorn_server(env, tmp_path / "gunicorn.log") as url,
+        psycopg.connect(cluster.url) as blocker,
+    ):
+        assert http_get(f"{url}/admin/login/", SESSION)[0] == 200
+        blocker.execute("LOCK TABLE django_session IN ACCESS EXCLUSIVE MODE")
+
+        _assert_503(*http_get(f"{url}/admin/login/", SESSION), code="database_timeout")
+
+        blocker.rollback()
+        stuck = blocker.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE state LIKE 'idle in transaction%%' AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+        assert stuck == 0
+        assert http_get(f"{url}/admin/login/", SESSION)[0] == 200
