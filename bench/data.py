@@ -71,25 +71,27 @@ def prepare(stack: Stack, size: Size, *, log: callable) -> None:
         stack.manage("ensure_database")
         stack.manage("migrate", "--noinput", "-v", "0")
         started = time.perf_counter()
-        stack.manage(
-            "seed_demo",
-            "--users",
-            str(size.users),
-            "--products",
-            str(size.products),
-            "--categories",
-            str(size.categories),
-            "--seed",
-            str(size.seed),
-        )
+        seed(stack, size)
         log(f"seeded in {time.perf_counter() - started:.1f} s")
-        counts = _counts(stack)
-        if counts != wanted:
-            raise RuntimeError(f"seed_demo produced {counts}, expected {wanted}")
-        with stack.connect() as conn:
-            conn.execute("VACUUM ANALYZE")
     stack.manage("collectstatic", "--noinput", "-v", "0")
     django_side(stack, "ensure-users")
+
+
+def seed(stack: Stack, size: Size) -> None:
+    """Run seed_demo for *size* (it only adds what is missing), then VACUUM ANALYZE."""
+    stack.manage(
+        "seed_demo",
+        f"--users={size.users}",
+        f"--products={size.products}",
+        f"--categories={size.categories}",
+        f"--seed={size.seed}",
+    )
+    counts = _counts(stack)
+    wanted = (size.products, size.users, size.categories)
+    if counts != wanted:
+        raise RuntimeError(f"seed_demo produced {counts}, expected {wanted}")
+    with stack.connect() as conn:
+        conn.execute("VACUUM ANALYZE")
 
 
 def django_side(stack: Stack, *args: str) -> dict:

@@ -702,8 +702,10 @@ class Runner:
                     notes=notes,
                 )
             )
-        with stack.connect() as conn:
-            conn.execute("VACUUM ANALYZE catalog_product")
+        # Imported rows carry new ids and today's created_at: put the seeded
+        # catalog back so the next run reuses the same data.
+        _truncate_products(stack)
+        data.seed(stack, size)
         stack.flush_cache()
 
     def _copy_baseline(self, csv_path: Path, header: list[str]) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -138,7 +139,6 @@ def gunicorn(stack: Stack, config: ServerConfig) -> Iterator[str]:
         HOST="127.0.0.1",
         PORT=str(port),
         PROMETHEUS_MULTIPROC_DIR=metrics_dir,
-        prometheus_multiproc_dir=metrics_dir,
     )
     stack.log_path.parent.mkdir(parents=True, exist_ok=True)
     log = stack.log_path.open("ab")
@@ -170,6 +170,7 @@ def gunicorn(stack: Stack, config: ServerConfig) -> Iterator[str]:
                 process.kill()
                 process.wait()
         log.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def stack_log() -> Path:
