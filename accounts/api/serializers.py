@@ -114,7 +114,7 @@ class UserSerializer(serializers.ModelSerializer[User]):
         data = super().to_representation(instance)
         request = self.context.get("request")
         viewer = getattr(request, "user", None)
-        if not (
+        if not self.context.get("show_email") and not (
             viewer is not None
             and viewer.is_authenticated
             and (viewer.is_staff or viewer.pk == instance.pk)
@@ -142,7 +142,9 @@ class UserCreateSerializer(serializers.Serializer):
         return cleaned
 
     def to_representation(self, instance: User) -> dict[str, Any]:
-        return UserSerializer(instance, context=self.context).data
+        # The registrant is anonymous but may see the address they just sent.
+        context = {**self.context, "show_email": True}
+        return UserSerializer(instance, context=context).data
 
 
 class UserUpdateSerializer(serializers.Serializer):

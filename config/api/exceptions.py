@@ -31,7 +31,10 @@ class BulkValidationError(exceptions.ValidationError):
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         detail = f"{len(errors)} item(s) rejected; nothing was written."
-        super().__init__(detail={"detail": detail, "errors": errors})
+        super().__init__(detail=detail)
+        # Set after the fact: DRF would turn every leaf, the integer indexes
+        # included, into strings.
+        self.detail = {"detail": detail, "errors": errors}  # type: ignore[assignment]
         self.errors = errors
 
 

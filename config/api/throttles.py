@@ -9,8 +9,11 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from rest_framework.request import Request
+from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
+
+from config.metrics import THROTTLED_REQUESTS
 
 
 def client_ip(request: Request) -> str:
@@ -30,6 +33,10 @@ def client_ip(request: Request) -> str:
 
 class FixedWindowRateThrottle(SimpleRateThrottle):
     """Count requests per window with one atomic INCR, so bursts cannot slip past."""
+
+    def get_rate(self) -> str | None:
+        # Read at call time, not import time, so settings overrides apply.
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
 
     def get_ident(self, request: Request) -> str:
         return client_ip(request)
@@ -58,7 +65,10 @@ class FixedWindowRateThrottle(SimpleRateThrottle):
         # everyone out because the limiter itself is unavailable.
         if count is None:
             return True
-        return count <= self.num_requests
+        if count > self.num_requests:
+            THROTTLED_REQUESTS.labels(scope=self.scope).inc()
+            return False
+        return True
 
     def wait(self) -> float | None:
         return max(1.0, self.window_end - self.now)
