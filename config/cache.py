@@ -57,7 +57,9 @@ def log_cache_failure(exc: BaseException) -> None:
         if now - _last_logged < _LOG_INTERVAL_SECONDS:
             return
         _last_logged = now
-    logger.warning("cache unavailable, serving uncached: %r", exc)
+    logger.warning(
+        "cache unavailable, serving uncached: %s: %s", type(exc).__name__, exc
+    )
 
 
 def last_operation_failed() -> bool:

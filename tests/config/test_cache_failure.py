@@ -1,0 +1,170 @@
+"""Redis failure: a real redis-server, started on a spare port and killed."""
+
+import logging
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+from django.core.cache import cache
+from django.urls import reverse
+from prometheus_client import REGISTRY
+
+import config.cache
+from config.cache import NAMESPACE_CATALOG, bump_namespace, namespace_versions
+from tests.factories import ProductFactory
+
+pytestmark = pytest.mark.django_db
+
+DASHBOARD = reverse("api:analytics-dashboard")
+
+
+class RedisServer:
+    def __init__(self) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        for _ in range(200):
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.025)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(settings, monkeypatch) -> Iterator[RedisServer]:
+    """Point the default cache at a private redis-server; killed at the end."""
+    server = RedisServer()
+    server.start()
+    default = django_settings.CACHES["default"]
+    settings.CACHES = {
+        "default": {
+            **default,
+            "BACKEND": "config.cache.FailOpenRedisCache",
+            "LOCATION": server.url,
+            "OPTIONS": {
+                **default.get("OPTIONS", {}),
+                "SOCKET_CONNECT_TIMEOUT": 0.25,
+                "SOCKET_TIMEOUT": 0.25,
+            },
+        }
+    }
+    settings.CACHE_RETRY_AFTER = 0  # no circuit breaker unless a test sets one
+    monkeypatch.setattr(config.cache, "_last_logged", 0.0)
+    monkeypatch.setattr(config.cache, "_open_until", {})
+    monkeypatch.setattr(config.cache, "_pending_bumps", set())
+    yield server
+    server.kill()
+
+
+def cache_errors() -> float:
+    total = 0.0
+    for metric in REGISTRY.collect():
+        if metric.name == "app_cache_errors":
+            total += sum(s.value for s in metric.samples if s.name.endswith("_total"))
+    return total
+
+
+def cache_warnings(caplog) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.name == "config.cache" and r.levelno == logging.WARNING
+    ]
+
+
+def test_dashboard_is_served_from_postgresql_while_redis_is_down(
+    redis_server, auth_client, staff_user, caplog
+):
+    client = auth_client(staff_user)
+    ProductFactory()
+    assert client.get(DASHBOARD)["X-Cache"] == "MISS"
+    assert client.get(DASHBOARD)["X-Cache"] == "HIT"
+    errors_before = cache_errors()
+
+    redis_server.kill()
+    caplog.set_level(logging.WARNING, logger="config.cache")
+    responses = [client.get(DASHBOARD) for _ in range(5)]
+
+    assert [r.status_code for r in responses] == [200] * 5
+    assert {r["X-Cache"] for r in responses} == {"MISS"}
+    assert responses[-1].json()["totals"]["products"] == 1
+    assert len(cache_warnings(caplog)) == 1  # once per interval, not per request
+    assert cache_errors() >= errors_before + 5
+
+
+def test_sign_in_and_throttles_fail_open_while_redis_is_down(
+    redis_server, tokens_for, user
+):
+    redis_server.kill()
+    assert set(tokens_for(user)) >= {"access", "refresh"}
+
+
+def test_circuit_breaker_skips_redis_after_a_failure(redis_server, settings):
+    settings.CACHE_RETRY_AFTER = 60
+    redis_server.kill()
+    cache.get("a")  # fails, opens the circuit
+    errors_before = cache_errors()
+    redis_server.start()  # back, but not retried until the interval ends
+    assert cache.set("b", 1) is False
+    assert config.cache.last_operation_failed()
+    assert cache_errors() == errors_before + 1
+
+
+def test_cache_is_used_again_when_redis_returns(redis_server, auth_client, staff_user):
+    client = auth_client(staff_user)
+    redis_server.kill()
+    assert client.get(DASHBOARD)["X-Cache"] == "MISS"
+    redis_server.start()
+    assert client.get(DASHBOARD)["X-Cache"] == "MISS"
+    assert client.get(DASHBOARD)["X-Cache"] == "HIT"
+
+
+def test_bump_missed_while_redis_is_unreachable_is_retried(redis_server):
+    """A bump lost to an outage must not let old entries come back afterwards."""
+    before = namespace_versions(NAMESPACE_CATALOG)
+    assert before is not None
+    # Redis keeps its data but stops answering for a moment (a network blip).
+    redis.Redis(port=redis_server.port).execute_command("CLIENT", "PAUSE", "1500")
+    bump_namespace(NAMESPACE_CATALOG)
+    assert config.cache.last_operation_failed()
+    time.sleep(1.6)  # let the pause end
+
+    after = namespace_versions(NAMESPACE_CATALOG)
+    assert after is not None
+    assert after != before
+    assert config.cache._pending_bumps == set()
