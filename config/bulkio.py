@@ -223,11 +223,11 @@ class RecordReader:
                 obj = json.loads(text, parse_float=Decimal)
             except (ValueError, RecursionError) as exc:
                 detail = (
-                    f"{exc.msg} at column {exc.colno}"
+                    f"at column {exc.colno}: {exc.msg}"
                     if isinstance(exc, json.JSONDecodeError)
-                    else "nested too deeply"
+                    else "(nested too deeply)"
                 )
-                raise BulkFormatError(f"line {line}: invalid JSON ({detail})") from None
+                raise BulkFormatError(f"line {line}: invalid JSON {detail}") from None
             if not isinstance(obj, dict):
                 yield Record(line, {"_row": "expected a JSON object"})
                 continue

@@ -1,0 +1,432 @@
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from catalog.models import Category, Product
+from tests.factories import CategoryFactory, ProductFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+ROOT = Path(__file__).resolve().parents[2]
+HEADER = "sku,name,price,category,owner,stock,description,is_active\n"
+
+
+def write(tmp_path: Path, name: str, text: str | bytes) -> Path:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def run(*args: str) -> tuple[str, str]:
+    out, err = StringIO(), StringIO()
+    call_command("import_products", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def run_failing(*args: str) -> tuple[str, str, str]:
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command("import_products", *args, stdout=out, stderr=err)
+    return str(caught.value), out.getvalue(), err.getvalue()
+
+
+def rows_csv(owner_email: str, count: int, *, start: int = 0, price: str = "9.99"):
+    return HEADER + "".join(
+        f"IMP-{i:05d},Item {i},{price},gadgets,{owner_email},{i % 7},About {i},true\n"
+        for i in range(start, start + count)
+    )
+
+
+def summary(output: str) -> dict[str, str]:
+    line = output.strip().splitlines()[-1]
+    return dict(part.split("=", 1) for part in line.split()[1:] if "=" in part)
+
+
+def test_csv_creates_products_categories_and_maps_owner_email_in_any_case(
+    tmp_path,
+):
+    owner = UserFactory(email="Owner@Example.com")
+    path = write(
+        tmp_path,
+        "p.csv",
+        HEADER
+        + "A-1,Lamp,19.90,lighting,owner@example.com,4,Warm light,true\n"
+        + "A-2,Desk,120,furniture,OWNER@EXAMPLE.COM,0,,false\n",
+    )
+
+    out, err = run(str(path))
+
+    assert summary(out) | {"seconds": "", "rows_per_s": ""} == {
+        "read": "2",
+        "created": "2",
+        "updated": "0",
+        "unchanged": "0",
+        "superseded": "0",
+        "rejected": "0",
+        "seconds": "",
+        "rows_per_s": "",
+    }
+    assert err == ""
+    lamp = Product.objects.get(sku="A-1")
+    assert (lamp.name, lamp.price, lamp.stock, lamp.slug) == (
+        "Lamp",
+        Decimal("19.90"),
+        4,
+        "lamp",
+    )
+    assert lamp.owner == owner and lamp.category.slug == "lighting"
+    desk = Product.objects.get(sku="A-2")
+    assert desk.is_active is False and desk.description == ""
+    assert sorted(Category.objects.values_list("slug", "name")) == [
+        ("furniture", "Furniture"),
+        ("lighting", "Lighting"),
+    ]
+
+
+def test_rerun_of_the_same_file_changes_nothing(tmp_path):
+    owner = UserFactory()
+    path = write(tmp_path, "p.csv", rows_csv(owner.email, 30))
+    run(str(path))
+    before = list(Product.objects.order_by("sku").values_list("sku", "updated_at"))
+
+    out, _ = run(str(path))
+
+    assert summary(out)["unchanged"] == "30"
+    assert summary(out)["created"] == summary(out)["updated"] == "0"
+    assert Product.objects.count() == 30
+    assert list(Product.objects.order_by("sku").values_list("sku", "updated_at")) == (
+        before
+    )
+
+
+def test_changed_rows_are_updated_and_absent_columns_keep_stored_values(tmp_path):
+    owner = UserFactory()
+    product = ProductFactory(
+        sku="KEEP-1", description="Stored text", stock=42, owner=owner
+    )
+    path = write(
+        tmp_path,
+        "p.csv",
+        "sku,name,price,category,owner\n"
+        f"KEEP-1,New name,5.00,{product.category.slug},{owner.email}\n",
+    )
+
+    out, _ = run(str(path))
+
+    assert summary(out)["updated"] == "1"
+    product.refresh_from_db()
+    assert (product.name, product.price) == ("New name", Decimal("5.00"))
+    assert (product.description, product.stock) == ("Stored text", 42)
+
+
+def test_sku_repeated_in_the_file_last_occurrence_wins(tmp_path):
+    owner = UserFactory()
+    path = write(
+        tmp_path,
+        "p.csv",
+        HEADER
+        + f"D-1,First,1.00,c,{owner.email},1,,true\n"
+        + f"D-2,Other,2.00,c,{owner.email},1,,true\n"
+        + f"D-1,Last,3.00,c,{owner.email},1,,true\n",
+    )
+
+    out, _ = run(str(path), "--batch-size", "2")
+    run(str(path))
+
+    assert Product.objects.get(sku="D-1").name == "Last"
+    assert Product.objects.count() == 2
+    assert summary(out)["read"] == "3"
+
+
+def test_owner_option_names_the_owner_of_every_row(tmp_path):
+    owner = UserFactory(email="boss@example.com")
+    path = write(tmp_path, "p.csv", "sku,name,price,category\nO-1,Cup,2.50,kitchen\n")
+
+    run(str(path), "--owner", "BOSS@example.com")
+
+    assert Product.objects.get(sku="O-1").owner == owner
+
+
+def test_without_owner_column_or_option_the_file_is_refused(tmp_path):
+    path = write(tmp_path, "p.csv", "sku,name,price,category\nO-1,Cup,2.50,kitchen\n")
+
+    message, _, _ = run_failing(str(path))
+
+    assert "line 1: missing column(s) owner" in message
+    assert not Product.objects.exists()
+
+
+def test_unknown_owner_option_is_refused_before_reading(tmp_path):
+    path = write(tmp_path, "p.csv", "sku,name,price,category\nO-1,Cup,2.50,kitchen\n")
+
+    message, _, _ = run_failing(str(path), "--owner", "ghost@example.com")
+
+    assert message.startswith("--owner: No user with this email address.")
+
+
+def test_every_rejected_row_is_reported_with_line_field_and_reason(tmp_path):
+    owner = UserFactory()
+    e = owner.email
+    path = write(
+        tmp_path,
+        "p.csv",
+        HEADER
+        + f"OK-1,Good,1.00,c,{e},1,,true\n"  # line 2
+        + f"OK-2,Bad price,-1,c,{e},1,,true\n"  # line 3
+        + f"OK-3,Bad stock,1.00,c,{e},-5,,true\n"  # line 4
+        + f"bad sku!,Bad sku,1.00,c,{e},1,,true\n"  # line 5
+        + f"OK-5,,1.00,c,{e},1,,true\n"  # line 6
+        + "OK-6,No owner,1.00,c,ghost@example.com,1,,true\n"  # line 7
+        + f"OK-7,Bad category,1.00,Not A Slug,{e},1,,true\n"  # line 8
+        + f"OK-8,Short row,1.00,c,{e}\n"  # line 9
+        + f"OK-9,Bad flag,1.00,c,{e},1,,maybe\n"  # line 10
+        + f'OK-10,"Multi\nline",1.999,c,{e},1,,true\n',  # line 11
+    )
+
+    message, out, err = run_failing(str(path))
+
+    assert message == "9 row(s) rejected"
+    assert summary(out)["created"] == "1" and summary(out)["rejected"] == "9"
+    assert err.splitlines() == [
+        "line 3: price: Price must be greater than or equal to 0.",
+        "line 4: stock: Stock must be greater than or equal to 0.",
+        "line 5: sku: SKU must be 1-64 characters of letters, digits, '.', '_' or '-'.",
+        "line 6: name: This field may not be blank.",
+        "line 7: owner: No user with this email address.",
+        "line 8: category: Enter a valid “slug” consisting of letters, numbers,"
+        " underscores or hyphens.",
+        "line 9: expected 8 fields, found 5",
+        "line 10: is_active: Must be a valid boolean.",
+        "line 11: price: Ensure that there are no more than 2 decimal places.",
+    ]
+    assert list(Product.objects.values_list("sku", flat=True)) == ["OK-1"]
+    assert not Category.objects.exclude(slug="c").exists()
+
+
+def test_errors_file_can_be_fixed_and_fed_back(tmp_path):
+    owner = UserFactory()
+    path = write(
+        tmp_path,
+        "p.csv",
+        HEADER
+        + f"E-1,Good,1.00,c,{owner.email},1,,true\n"
+        + f"E-2,Bad,-3,c,{owner.email},1,Keep me,true\n",
+    )
+    errors = tmp_path / "errors.csv"
+
+    message, _, _ = run_failing(str(path), "--errors", str(errors))
+
+    assert message == f"1 row(s) rejected; see {errors}"
+    content = errors.read_text(encoding="utf-8")
+    assert content.splitlines()[0] == (
+        "sku,name,slug,description,price,stock,is_active,category,owner,_line,_errors"
+    )
+    assert "E-2,Bad,,Keep me,-3,1,true,c," in content
+    assert ",3,price: Price must be greater than or equal to 0." in content
+    errors.write_text(content.replace(",-3,", ",3.00,"), encoding="utf-8")
+
+    out, _ = run(str(errors))
+
+    assert summary(out)["created"] == "1"
+    assert Product.objects.get(sku="E-2").description == "Keep me"
+
+
+def test_strict_stops_at_the_first_bad_row_with_nothing_of_its_batch(tmp_path):
+    owner = UserFactory()
+    text = rows_csv(owner.email, 4)
+    text += f"S-BAD,Bad,-1,gadgets,{owner.email},1,,true\n"  # line 6
+    text += rows_csv(owner.email, 2, start=10).split("\n", 1)[1]
+    path = write(tmp_path, "p.csv", text)
+
+    message, out, _ = run_failing(str(path), "--strict", "--batch-size", "3")
+
+    assert message == (
+        "--strict: stopped at line 6: price: Price must be greater than or equal to 0."
+    )
+    # The first batch (lines 2-4) is committed; the batch with line 6 is not.
+    assert sorted(Product.objects.values_list("sku", flat=True)) == [
+        "IMP-00000",
+        "IMP-00001",
+        "IMP-00002",
+    ]
+    assert summary(out)["created"] == "3"
+
+
+def test_dry_run_validates_and_counts_but_writes_nothing(tmp_path):
+    owner = UserFactory()
+    ProductFactory(sku="IMP-00000", owner=owner, name="Old")
+    path = write(tmp_path, "p.csv", rows_csv(owner.email, 5))
+
+    out, _ = run(str(path), "--dry-run")
+
+    assert out.startswith("import_products: dry-run read=5 created=4 updated=1")
+    assert Product.objects.count() == 1
+    assert Product.objects.get().name == "Old"
+    assert not Category.objects.filter(slug="gadgets").exists()
+
+
+def test_jsonl_from_standard_input_with_bom(tmp_path, monkeypatch):
+    owner = UserFactory()
+    lines = [
+        {"sku": "J-1", "name": "Tea", "price": 4.5, "category": "drinks",
+         "owner": owner.email, "stock": 3, "is_active": True},
+        {"sku": "J-2", "name": "Café", "price": "2.00", "category": "drinks",
+         "owner": owner.email, "description": "Strong ☕"},
+    ]  # fmt: skip
+    data = b"\xef\xbb\xbf" + "\n".join(json.dumps(x) for x in lines).encode()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+    out, _ = run("-", "--format", "jsonl")
+
+    assert summary(out)["created"] == "2"
+    assert Product.objects.get(sku="J-2").description == "Strong ☕"
+    assert Product.objects.get(sku="J-1").price == Decimal("4.50")
+
+
+def test_utf8_bom_csv_header_is_read(tmp_path):
+    owner = UserFactory()
+    path = write(tmp_path, "p.csv", b"\xef\xbb\xbf" + rows_csv(owner.email, 2).encode())
+
+    run(str(path))
+
+    assert Product.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("cols.csv", "sku,name,price,colour\n", "line 1: unknown column(s) 'colour'"),
+        ("miss.csv", "sku,name\n", "line 1: missing column(s) price, category"),
+        ("empty.csv", "", "line 1: empty file"),
+        (
+            "latin1.csv",
+            HEADER.encode()
+            + "X-1,Caf\xe9,1,c,ops@example.com,1,,true\n".encode("latin-1"),
+            "line 2: not valid UTF-8 text (byte 0xe9 at column 8)",
+        ),
+        (
+            "nul.csv",
+            HEADER.encode() + b"X-1,A\x00B,1,c,ops@example.com,1,,true\n",
+            "line 2: contains a NUL byte; is this a binary file?",
+        ),
+        (
+            "quote.csv",
+            HEADER + 'X-1,"unterminated,1,c,ops@example.com,1,,true\n',
+            "line 2: bad CSV: unexpected end of data",
+        ),
+        (
+            "cut.jsonl",
+            '{"sku": "X-1", "name": "A", "price": 1, "category": "c"}\n{"sku": "X-',
+            "line 2: invalid JSON at column 9: Unterminated string starting at",
+        ),
+        (
+            "binary.csv",
+            bytes(range(256)) * 4,
+            "line 1: contains a NUL byte; is this a binary file?",
+        ),
+    ],
+)
+def test_malformed_file_is_a_one_line_error_naming_the_line(
+    tmp_path, name, content, expected
+):
+    UserFactory(email="ops@example.com")
+    path = write(tmp_path, name, content)
+
+    message, _, _ = run_failing(str(path), "--owner", "ops@example.com")
+
+    assert message.startswith(f"{path}: {expected}"), message
+    assert "\n" not in message
+    assert not Product.objects.exists()
+
+
+def test_unknown_extension_asks_for_format(tmp_path):
+    path = write(tmp_path, "p.txt", HEADER)
+
+    message, _, _ = run_failing(str(path))
+
+    assert "pass --format" in message
+
+
+def test_batch_queries_do_not_grow_with_the_batch(tmp_path):
+    owner = UserFactory()
+    small = write(tmp_path, "small.csv", rows_csv(owner.email, 2))
+    big = write(tmp_path, "big.csv", rows_csv(owner.email, 200, start=100))
+
+    with CaptureQueriesContext(connection) as few:
+        run(str(small))
+    with CaptureQueriesContext(connection) as many:
+        run(str(big))
+
+    assert len(many.captured_queries) == len(few.captured_queries)
+
+
+def test_api_shows_imported_changes_at_once(
+    tmp_path, api_client, django_capture_on_commit_callbacks
+):
+    owner = UserFactory()
+    category = CategoryFactory(slug="gadgets")
+    product = ProductFactory(sku="IMP-00000", owner=owner, category=category)
+    url = reverse("api:product-detail", args=[product.pk])
+    # Twice: the second answer may come from the response cache.
+    assert api_client.get(url).json()["name"] == product.name
+    assert api_client.get(url).json()["name"] == product.name
+    path = write(tmp_path, "p.csv", rows_csv(owner.email, 1))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        run(str(path))
+
+    assert api_client.get(url).json()["name"] == "Item 0"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_killed_import_then_rerun_gives_exact_rows(tmp_path):
+    owner = UserFactory()
+    text = rows_csv(owner.email, 1000)
+    lines = text.splitlines(keepends=True)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": (
+            "postgres://postgres@127.0.0.1:5432/" + connection.settings_dict["NAME"]
+        ),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "import_products", "-", "--format", "csv",
+         "--batch-size", "100"],
+        cwd=ROOT, env=env, stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    # Feed 650 rows, wait for six batches to commit, then kill it mid-batch.
+    process.stdin.write("".join(lines[:651]).encode())
+    process.stdin.flush()
+    deadline = time.monotonic() + 60
+    while Product.objects.count() < 600 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert Product.objects.count() == 600
+
+    path = write(tmp_path, "p.csv", text)
+    out, _ = run(str(path))
+
+    assert summary(out)["created"] == "400"
+    assert summary(out)["unchanged"] == "600"
+    assert Product.objects.count() == 1000
+    assert Product.objects.filter(sku="IMP-00999", name="Item 999").exists()
