@@ -1,13 +1,47 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from django.db import models
+from django.contrib.postgres.search import SearchQuery, SearchVector
+from django.db import connections, models
 
 from config.cache import NAMESPACE_CATALOG, InvalidatingQuerySetMixin
 
 if TYPE_CHECKING:
     from accounts.models import User
+
+# The columns the API shows: the joined category and user rows are wide.
+API_PRODUCT_COLUMNS = (
+    "id",
+    "sku",
+    "name",
+    "slug",
+    "description",
+    "price",
+    "stock",
+    "is_active",
+    "created_at",
+    "updated_at",
+    "category",
+    "owner",
+    "category__id",
+    "category__name",
+    "category__slug",
+    "owner__id",
+    "owner__username",
+)
+# Columns a bulk update may write, with the PostgreSQL type of each VALUES column.
+BULK_UPDATE_COLUMNS = {
+    "sku": "varchar",
+    "name": "varchar",
+    "slug": "varchar",
+    "description": "text",
+    "price": "numeric",
+    "stock": "integer",
+    "is_active": "boolean",
+    "category_id": "bigint",
+}
 
 
 class CategoryQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Category"]):
@@ -34,6 +68,76 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
         if user is not None and user.is_authenticated and user.is_staff:
             return self
         return self.active()
+
+    def for_api(self) -> ProductQuerySet:
+        """Return products with their category and owner, joined in one query."""
+        return self.select_related("category", "owner").only(*API_PRODUCT_COLUMNS)
+
+    def search(self, q: str) -> ProductQuerySet:
+        """Return products whose name, SKU or description matches *q*.
+
+        Name and SKU use the trigram GIN indexes on UPPER(name) / UPPER(sku);
+        the description uses the English full-text GIN index, so the three
+        branches combine as a BitmapOr instead of a sequential scan.
+        """
+        q = q.strip()
+        if not q:
+            return self
+        return self.annotate(
+            description_vector=SearchVector("description", config="english")
+        ).filter(
+            models.Q(name__icontains=q)
+            | models.Q(sku__icontains=q)
+            | models.Q(
+                description_vector=SearchQuery(
+                    q, config="english", search_type="websearch"
+                )
+            )
+        )
+
+    def update_rows(self, *, rows: Sequence[dict[str, Any]]) -> int:
+        """Write each row's sent fields to the product with its ``id``, in one UPDATE.
+
+        Rows may send different fields: a field a row leaves out travels as
+        NULL and COALESCE keeps the stored value (every product column is NOT
+        NULL, so NULL can only mean "not sent"). Django's bulk_update would
+        build one CASE WHEN per field, several times slower. Return the number
+        of rows written; the caller compares it with len(rows).
+        """
+        if not rows:
+            return 0
+        columns = [c for c in BULK_UPDATE_COLUMNS if any(c in row for row in rows)]
+        table = self.model._meta.db_table
+        # Only the first VALUES row needs casts; PostgreSQL types the rest from it.
+        first = (
+            "("
+            + ", ".join(
+                ["%s::bigint", *(f"%s::{BULK_UPDATE_COLUMNS[c]}" for c in columns)]
+            )
+            + ")"
+        )
+        rest = "(" + ", ".join(["%s"] * (len(columns) + 1)) + ")"
+        values = ", ".join([first, *([rest] * (len(rows) - 1))])
+        params: list[Any] = []
+        for row in rows:
+            params.append(row["id"])
+            params.extend(row.get(c) for c in columns)
+        assignments = ", ".join(
+            [f'"{c}" = COALESCE(v."{c}", p."{c}")' for c in columns]
+            + ['"updated_at" = STATEMENT_TIMESTAMP()']
+        )
+        names = ", ".join(['"id"', *(f'"{c}"' for c in columns)])
+        sql = (
+            f'UPDATE "{table}" AS p SET {assignments} '  # noqa: S608
+            f"FROM (VALUES {values}) AS v({names}) WHERE p.id = v.id"
+        )
+        with connections[self.db].cursor() as cursor:
+            cursor.execute(sql, params)
+            updated = cursor.rowcount
+        if updated:
+            # Raw SQL sends no signal: invalidate like the other QuerySet writes.
+            self._bump(fields=[*columns, "updated_at"])
+        return updated
 
     def for_admin(self) -> ProductQuerySet:
         """Return products with what the admin changelist shows, joined in one query."""

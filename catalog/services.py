@@ -1,20 +1,269 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.db import connection, transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
+from django.db.models.functions import Now
 from django.utils.text import slugify
 
-from catalog.models import Product
+from catalog.models import Category, Product
+from catalog.validation import (
+    MSG_SKU_TAKEN,
+    category_missing_message,
+    clean_pk,
+    clean_product,
+)
 from config.bulkio import UpsertResult, copy_rows
+
+if TYPE_CHECKING:
+    from accounts.models import User
 
 
 @transaction.atomic
 def products_set_active(*, products: QuerySet[Product], active: bool) -> int:
     """Put *products* on sale or take them off, in one statement."""
-    return products.exclude(is_active=active).update(is_active=active)
+    return products.exclude(is_active=active).update(is_active=active, updated_at=Now())
+
+
+class ItemErrors(Exception):
+    """Some items of a bulk write are invalid, so nothing was written."""
+
+    def __init__(self, errors: list[dict[str, Any]], detail: str | None = None):
+        super().__init__(detail or f"{len(errors)} invalid item(s)")
+        self.errors = errors
+        self.detail = detail
+
+
+class CategoryInUse(Exception):
+    """A category still holds products and cannot be deleted."""
+
+
+def _is_sku_conflict(exc: IntegrityError) -> bool:
+    constraint = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", "")
+    return "sku" in (constraint or "")
+
+
+def _sku_taken() -> ValidationError:
+    return ValidationError({"sku": [MSG_SKU_TAKEN]})
+
+
+def product_create(*, owner: User, category: Category, **fields: Any) -> Product:
+    """Create a product owned by *owner*; a taken SKU raises ValidationError."""
+    product = Product(owner=owner, category=category, **fields)
+    try:
+        with transaction.atomic():
+            product.save(force_insert=True)
+    except IntegrityError as exc:
+        if _is_sku_conflict(exc):
+            raise _sku_taken() from exc
+        raise
+    return product
+
+
+def product_update(
+    *, product: Product, category: Category | None = None, **fields: Any
+) -> Product:
+    """Write the given fields of *product* (and only those); keep the rest as stored."""
+    if category is not None:
+        product.category = category
+        fields["category_id"] = category.pk
+    for name, value in fields.items():
+        setattr(product, name, value)
+    update_fields = [
+        "category" if name == "category_id" else name for name in fields
+    ] + ["updated_at"]
+    try:
+        with transaction.atomic():
+            product.save(update_fields=update_fields)
+    except IntegrityError as exc:
+        if _is_sku_conflict(exc):
+            raise _sku_taken() from exc
+        raise
+    return product
+
+
+def product_delete(*, product: Product) -> None:
+    """Delete *product*."""
+    product.delete()
+
+
+def _missing_categories(category_ids: set[int]) -> set[int]:
+    found = Category.objects.filter(pk__in=category_ids).values_list("pk", flat=True)
+    return category_ids - set(found)
+
+
+def _add(errors: dict[int, dict[str, list[str]]], index: int, field: str, msg: str):
+    errors.setdefault(index, {}).setdefault(field, []).append(msg)
+
+
+def _as_list(errors: dict[int, dict[str, list[str]]]) -> list[dict[str, Any]]:
+    return [{"index": i, "errors": errors[i]} for i in sorted(errors)]
+
+
+@transaction.atomic
+def products_bulk_create(*, owner: User, items: Sequence[Any]) -> list[int]:
+    """Create every item, owned by *owner*, in one INSERT; return the new ids.
+
+    All or nothing: any invalid item, a SKU repeated in *items* or already
+    taken, or an unknown category raises ItemErrors and writes nothing.
+    """
+    errors: dict[int, dict[str, list[str]]] = {}
+    rows: list[dict[str, Any]] = []
+    first_index: dict[str, int] = {}
+    for index, item in enumerate(items):
+        cleaned, item_errors = clean_product(item)
+        if item_errors:
+            errors[index] = item_errors
+        sku = cleaned.get("sku")
+        if sku is not None:
+            first = first_index.setdefault(sku, index)
+            if first != index:
+                _add(errors, index, "sku", f"Repeats the SKU of item {first}.")
+        rows.append(cleaned)
+
+    missing = _missing_categories(
+        {row["category_id"] for row in rows if "category_id" in row}
+    )
+    taken = set(
+        Product.objects.filter(sku__in=list(first_index)).values_list("sku", flat=True)
+    )
+    for index, row in enumerate(rows):
+        if row.get("category_id") in missing:
+            _add(
+                errors, index, "category", category_missing_message(row["category_id"])
+            )
+        if row.get("sku") in taken:
+            _add(errors, index, "sku", MSG_SKU_TAKEN)
+    if errors:
+        raise ItemErrors(_as_list(errors))
+
+    products = [Product(owner=owner, **row) for row in rows]
+    try:
+        with transaction.atomic():
+            Product.objects.bulk_create(products)
+    except IntegrityError as exc:
+        # A concurrent writer took a SKU or removed a category after the checks.
+        raise ItemErrors([], detail=f"Conflict with a concurrent write: {exc}") from exc
+    return [product.pk for product in products]
+
+
+@transaction.atomic
+def products_bulk_update(*, items: Sequence[Any]) -> int:
+    """Write the sent fields of each item to the product with its ``id``, in one UPDATE.
+
+    All or nothing: any invalid item, an unknown or repeated id, a SKU already
+    taken, or an unknown category raises ItemErrors and writes nothing.
+    """
+    errors: dict[int, dict[str, list[str]]] = {}
+    rows: list[dict[str, Any]] = []
+    first_id: dict[int, int] = {}
+    first_sku: dict[str, int] = {}
+    for index, item in enumerate(items):
+        cleaned, item_errors = clean_product(item, partial=True)
+        if item_errors:
+            errors[index] = item_errors
+        if not isinstance(item, Mapping):
+            rows.append({})
+            continue
+        pk, error = (
+            clean_pk(item["id"]) if "id" in item else (None, "This field is required.")
+        )
+        if error is not None:
+            _add(errors, index, "id", error)
+        elif (first := first_id.setdefault(pk, index)) != index:
+            _add(errors, index, "id", f"Repeats the id of item {first}.")
+        if not cleaned and not item_errors:
+            _add(errors, index, "non_field_errors", "No field to update.")
+        sku = cleaned.get("sku")
+        if sku is not None and (first := first_sku.setdefault(sku, index)) != index:
+            _add(errors, index, "sku", f"Repeats the SKU of item {first}.")
+        rows.append({"id": pk, **cleaned})
+
+    existing = set(
+        Product.objects.filter(pk__in=list(first_id)).values_list("pk", flat=True)
+    )
+    missing = _missing_categories(
+        {row["category_id"] for row in rows if "category_id" in row}
+    )
+    owners_of_sku = dict(
+        Product.objects.filter(sku__in=list(first_sku)).values_list("sku", "pk")
+    )
+    for index, row in enumerate(rows):
+        pk = row.get("id")
+        if pk is not None and pk not in existing:
+            _add(errors, index, "id", f"No product with id {pk}.")
+        if row.get("category_id") in missing:
+            _add(
+                errors, index, "category", category_missing_message(row["category_id"])
+            )
+        sku = row.get("sku")
+        if sku in owners_of_sku and owners_of_sku[sku] != pk:
+            _add(errors, index, "sku", MSG_SKU_TAKEN)
+    if errors:
+        raise ItemErrors(_as_list(errors))
+
+    try:
+        with transaction.atomic():
+            updated = Product.objects.update_rows(rows=rows)
+            if updated != len(rows):
+                raise ItemErrors(
+                    [], detail="Some products were deleted concurrently; retry."
+                )
+    except IntegrityError as exc:
+        raise ItemErrors([], detail=f"Conflict with a concurrent write: {exc}") from exc
+    return updated
+
+
+@transaction.atomic
+def products_bulk_delete(*, ids: Sequence[Any]) -> int:
+    """Delete the products with the given ids in one statement; return how many.
+
+    All or nothing: an invalid, repeated or unknown id raises ItemErrors and
+    deletes nothing.
+    """
+    errors: dict[int, dict[str, list[str]]] = {}
+    pks: dict[int, int] = {}
+    for index, value in enumerate(ids):
+        pk, error = clean_pk(value)
+        if error is not None:
+            _add(errors, index, "id", error)
+        elif (first := pks.setdefault(pk, index)) != index:
+            _add(errors, index, "id", f"Repeats the id of item {first}.")
+    existing = set(
+        Product.objects.filter(pk__in=list(pks)).values_list("pk", flat=True)
+    )
+    for pk, index in pks.items():
+        if pk not in existing:
+            _add(errors, index, "id", f"No product with id {pk}.")
+    if errors:
+        raise ItemErrors(_as_list(errors))
+    deleted, _ = Product.objects.filter(pk__in=list(pks)).delete()
+    return deleted
+
+
+def category_create(*, name: str, slug: str) -> Category:
+    """Create a category."""
+    return Category.objects.create(name=name, slug=slug)
+
+
+def category_update(*, category: Category, **fields: Any) -> Category:
+    """Write the given fields of *category*."""
+    for name, value in fields.items():
+        setattr(category, name, value)
+    category.save(update_fields=[*fields, "updated_at"])
+    return category
+
+
+def category_delete(*, category: Category) -> None:
+    """Delete *category*; raise CategoryInUse while it still holds products."""
+    if Product.objects.filter(category_id=category.pk).exists():
+        raise CategoryInUse(
+            "The category still holds products; move or delete them first."
+        )
+    category.delete()
 
 
 # --- Bulk upsert (import_products) ------------------------------------------

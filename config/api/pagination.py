@@ -1,8 +1,264 @@
+"""Pagination that stays fast on big tables: cheap counts and keyset cursors.
+
+Counts: an unfiltered big table answers with the planner's row estimate
+(``config.paginators.fast_count``); a filtered query counts exactly up to
+``COUNT_EXACT_UP_TO`` matches and beyond that answers with the planner's
+estimate for the query, so no request runs a COUNT(*) over millions of rows.
+
+Cursors: ``?cursor=`` switches a list to keyset paging on its ordering (the
+last ordering term must be unique, e.g. ``id``), which stays fast at any depth
+and neither repeats nor skips rows while others are inserted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections import OrderedDict
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import connections
+from django.db.models import Q, QuerySet
 from rest_framework import pagination
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.utils.urls import remove_query_param, replace_query_param
+
+from config.paginators import fast_count
+
+# Counting this many matching index entries costs a few milliseconds at most.
+COUNT_EXACT_UP_TO = 10_000
+
+
+def planner_row_estimate(queryset: QuerySet) -> int:
+    """Return PostgreSQL's estimate of the number of rows *queryset* matches."""
+    query = queryset.order_by().values("pk").query
+    sql, params = query.sql_with_params()
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def cheap_count(queryset: QuerySet) -> int:
+    """Return the exact count of small results and an estimate for large ones."""
+    if not queryset.query.where:
+        return fast_count(queryset.order_by())
+    exact = queryset.order_by().values("pk")[: COUNT_EXACT_UP_TO + 1].count()
+    if exact <= COUNT_EXACT_UP_TO:
+        return exact
+    return max(planner_row_estimate(queryset), exact)
 
 
 class LimitOffsetPagination(pagination.LimitOffsetPagination):
-    """Limit/offset pages: 20 items by default, 100 at most."""
+    """Limit/offset pages: 20 items by default, 100 at most, cheap counts."""
 
     default_limit = 20
     max_limit = 100
+
+    def get_count(self, queryset: QuerySet | list) -> int:
+        if isinstance(queryset, QuerySet):
+            return cheap_count(queryset)
+        return len(queryset)
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+class KeysetCursorPagination(pagination.BasePagination):
+    """Cursor pages keyed on the queryset's ordering, with ``limit`` as page size.
+
+    The cursor holds the ordering values of the row at the page edge, so the
+    next page is ``WHERE (ordering) > (edge) LIMIT n``: an index range scan
+    whatever the depth, and stable while rows are inserted or deleted.
+    """
+
+    cursor_query_param = "cursor"
+    cursor_query_description = (
+        "Keyset cursor. Send it empty to start cursor paging; then follow "
+        "`next` / `previous`."
+    )
+    limit_query_param = "limit"
+    default_limit = 20
+    max_limit = 100
+    invalid_cursor_message = "Invalid cursor."
+
+    def paginate_queryset(
+        self, queryset: QuerySet, request: Request, view: Any = None
+    ) -> list:
+        self.request = request
+        self.base_url = remove_query_param(
+            request.build_absolute_uri(), LimitOffsetPagination.offset_query_param
+        )
+        self.limit = self._limit(request)
+        self.ordering = [str(term) for term in queryset.query.order_by]
+        if not self.ordering:
+            raise ValueError("Cursor paging needs an ordered queryset.")
+        values, reverse = self._decode(
+            request.query_params.get(self.cursor_query_param)
+        )
+
+        if values is not None:
+            queryset = queryset.filter(self._after(values, reverse))
+        if reverse:
+            queryset = queryset.order_by(*(self._flip(term) for term in self.ordering))
+        rows = list(queryset[: self.limit + 1])
+        has_more = len(rows) > self.limit
+        rows = rows[: self.limit]
+        if reverse:
+            rows.reverse()
+            self.has_next, self.has_previous = values is not None, has_more
+        else:
+            self.has_next, self.has_previous = has_more, values is not None
+        self.page = rows
+        return rows
+
+    def get_paginated_response(self, data: Any) -> Response:
+        return Response(
+            OrderedDict(
+                [
+                    ("next", self.get_next_link()),
+                    ("previous", self.get_previous_link()),
+                    ("results", data),
+                ]
+            )
+        )
+
+    def get_next_link(self) -> str | None:
+        if not self.has_next or not self.page:
+            return None
+        return self._link(self.page[-1], reverse=False)
+
+    def get_previous_link(self) -> str | None:
+        if not self.has_previous or not self.page:
+            return None
+        return self._link(self.page[0], reverse=True)
+
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        return {
+            "type": "object",
+            "required": ["results"],
+            "properties": {
+                "next": {"type": "string", "nullable": True, "format": "uri"},
+                "previous": {"type": "string", "nullable": True, "format": "uri"},
+                "results": schema,
+            },
+        }
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict]:
+        return [
+            {
+                "name": self.cursor_query_param,
+                "required": False,
+                "in": "query",
+                "description": self.cursor_query_description,
+                "schema": {"type": "string"},
+            }
+        ]
+
+    def _limit(self, request: Request) -> int:
+        try:
+            limit = int(request.query_params[self.limit_query_param])
+        except (KeyError, ValueError):
+            return self.default_limit
+        if limit <= 0:
+            return self.default_limit
+        return min(limit, self.max_limit)
+
+    @staticmethod
+    def _flip(term: str) -> str:
+        return term[1:] if term.startswith("-") else f"-{term}"
+
+    def _signature(self) -> str:
+        return ",".join(self.ordering)
+
+    def _link(self, row: Any, *, reverse: bool) -> str:
+        values = [_encode_value(getattr(row, t.lstrip("-"))) for t in self.ordering]
+        payload = {"o": self._signature(), "v": values, "r": reverse}
+        token = base64.urlsafe_b64encode(
+            json.dumps(payload, separators=(",", ":")).encode()
+        ).decode()
+        return replace_query_param(self.base_url, self.cursor_query_param, token)
+
+    def _decode(self, token: str | None) -> tuple[list | None, bool]:
+        if not token:
+            return None, False
+        try:
+            payload = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+            values, reverse, signature = payload["v"], payload["r"], payload["o"]
+        except (ValueError, TypeError, KeyError, UnicodeError, binascii.Error):
+            raise ValidationError(
+                {self.cursor_query_param: [self.invalid_cursor_message]}
+            ) from None
+        if (
+            signature != self._signature()
+            or not isinstance(values, list)
+            or len(values) != len(self.ordering)
+            or not isinstance(reverse, bool)
+            or not all(isinstance(v, str | int | float | bool) for v in values)
+        ):
+            raise ValidationError(
+                {self.cursor_query_param: [self.invalid_cursor_message]}
+            )
+        return values, reverse
+
+    def _after(self, values: list, reverse: bool) -> Q:
+        """Return the filter for rows strictly past *values* in paging direction."""
+        terms = []
+        for term, value in zip(self.ordering, values, strict=True):
+            descending = term.startswith("-") != reverse
+            terms.append((term.lstrip("-"), descending, value))
+        # Lexicographic "greater than", plus a redundant bound on the first
+        # column so that PostgreSQL can start the index scan at the edge.
+        condition = Q()
+        equal = Q()
+        for field, descending, value in terms:
+            condition |= equal & Q(
+                **{f"{field}__{'lt' if descending else 'gt'}": value}
+            )
+            equal &= Q(**{field: value})
+        field, descending, value = terms[0]
+        bound = Q(**{f"{field}__{'lte' if descending else 'gte'}": value})
+        return bound & condition
+
+
+class LimitOffsetOrCursorPagination(pagination.BasePagination):
+    """Limit/offset pages with a count; keyset cursor pages when ``cursor`` is sent."""
+
+    def __init__(self) -> None:
+        self.offset = LimitOffsetPagination()
+        self.cursor = KeysetCursorPagination()
+        self.active: pagination.BasePagination = self.offset
+
+    def paginate_queryset(
+        self, queryset: QuerySet, request: Request, view: Any = None
+    ) -> list | None:
+        if self.cursor.cursor_query_param in request.query_params:
+            self.active = self.cursor
+        return self.active.paginate_queryset(queryset, request, view)
+
+    def get_paginated_response(self, data: Any) -> Response:
+        return self.active.get_paginated_response(data)
+
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        page = self.offset.get_paginated_response_schema(schema)
+        page["required"] = ["results"]
+        page["description"] = "Cursor pages (`?cursor=`) carry no `count`."
+        return page
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict]:
+        return [
+            *self.offset.get_schema_operation_parameters(view),
+            *self.cursor.get_schema_operation_parameters(view),
+        ]

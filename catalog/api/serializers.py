@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.text import slugify
+from rest_framework import serializers
+
+from accounts.models import User
+from catalog.models import PRICE_MAX_DIGITS, Category, Product
+from catalog.validation import (
+    NAME_MAX_LENGTH,
+    PRICE_DECIMAL_PLACES,
+    PRICE_MAX,
+    category_missing_message,
+    clean_product,
+)
+
+
+class CategoryRefSerializer(serializers.ModelSerializer[Category]):
+    """A category as embedded in a product."""
+
+    class Meta:
+        model = Category
+        fields = ["id", "name", "slug"]
+        read_only_fields = fields
+
+
+class OwnerSerializer(serializers.ModelSerializer[User]):
+    """A product's owner as embedded in a product (no email)."""
+
+    class Meta:
+        model = User
+        fields = ["id", "username"]
+        read_only_fields = fields
+
+
+class CategorySerializer(serializers.ModelSerializer[Category]):
+    """A category with the number of its active products; slug defaults from name."""
+
+    slug = serializers.SlugField(
+        max_length=100,
+        required=False,
+        help_text="Unique; derived from the name when left out.",
+    )
+    product_count = serializers.IntegerField(
+        read_only=True, help_text="Number of active products in the category."
+    )
+
+    class Meta:
+        model = Category
+        fields = ["id", "name", "slug", "product_count", "created_at", "updated_at"]
+        read_only_fields = ["id", "product_count", "created_at", "updated_at"]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs.get("slug") and "name" in attrs and self.instance is None:
+            attrs["slug"] = slugify(attrs["name"])[:100]
+            if not attrs["slug"]:
+                raise serializers.ValidationError(
+                    {"slug": ["Could not derive a slug from the name; send one."]}
+                )
+        slug = attrs.get("slug")
+        if slug:
+            taken = Category.objects.filter(slug=slug)
+            if self.instance is not None:
+                taken = taken.exclude(pk=self.instance.pk)
+            if taken.exists():
+                raise serializers.ValidationError(
+                    {"slug": ["category with this slug already exists."]}
+                )
+        return attrs
+
+
+class ProductSerializer(serializers.ModelSerializer[Product]):
+    """A product as read: category and owner embedded."""
+
+    category = CategoryRefSerializer(read_only=True)
+    owner = OwnerSerializer(read_only=True)
+
+    class Meta:
+        model = Product
+        fields = [
+            "id",
+            "sku",
+            "name",
+            "slug",
+            "description",
+            "price",
+            "stock",
+            "is_active",
+            "category",
+            "owner",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class ProductWriteSerializer(serializers.Serializer):
+    """A product as written: the category by id; the rules of catalog.validation.
+
+    The declared fields document the shape; validation itself is
+    ``clean_product``, the code the bulk endpoints and imports run too.
+    """
+
+    sku = serializers.CharField(
+        max_length=64, help_text="1-64 of letters, digits, '.', '_', '-'; unique."
+    )
+    name = serializers.CharField(max_length=NAME_MAX_LENGTH)
+    slug = serializers.SlugField(
+        max_length=200, required=False, help_text="Derived from the name when left out."
+    )
+    description = serializers.CharField(required=False, allow_blank=True)
+    price = serializers.DecimalField(
+        max_digits=PRICE_MAX_DIGITS,
+        decimal_places=PRICE_DECIMAL_PLACES,
+        min_value=0,
+        max_value=PRICE_MAX,
+    )
+    stock = serializers.IntegerField(required=False, min_value=0, default=0)
+    is_active = serializers.BooleanField(required=False, default=True)
+    category = serializers.IntegerField(help_text="Category id.")
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        cleaned, errors = clean_product(data, partial=self.partial)
+        if errors:
+            raise serializers.ValidationError(errors)
+        if "category_id" in cleaned:
+            pk = cleaned.pop("category_id")
+            category = Category.objects.only("id", "name", "slug").filter(pk=pk).first()
+            if category is None:
+                raise serializers.ValidationError(
+                    {"category": [category_missing_message(pk)]}
+                )
+            cleaned["category"] = category
+        return cleaned
+
+
+class ProductBulkUpdateItemSerializer(ProductWriteSerializer):
+    """One item of a bulk update: the product id and only the fields to change."""
+
+    id = serializers.IntegerField()
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        for name, field in fields.items():
+            if name != "id":
+                field.required = False
+        return fields
+
+
+class BulkDeleteSerializer(serializers.Serializer):
+    """Body of a bulk delete."""
+
+    ids = serializers.ListField(
+        child=serializers.IntegerField(), min_length=1, max_length=1000
+    )
+
+
+class BulkCreateResultSerializer(serializers.Serializer):
+    """Answer of a bulk create."""
+
+    created = serializers.IntegerField()
+    ids = serializers.ListField(child=serializers.IntegerField())
+
+
+class BulkUpdateResultSerializer(serializers.Serializer):
+    """Answer of a bulk update."""
+
+    updated = serializers.IntegerField()
+
+
+class BulkDeleteResultSerializer(serializers.Serializer):
+    """Answer of a bulk delete."""
+
+    deleted = serializers.IntegerField()
+
+
+class BulkItemErrorSerializer(serializers.Serializer):
+    """The errors of one rejected item, by its position in the payload."""
+
+    index = serializers.IntegerField()
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField())
+    )
+
+
+class BulkErrorSerializer(serializers.Serializer):
+    """Answer of a rejected bulk request: nothing was written."""
+
+    detail = serializers.CharField()
+    errors = BulkItemErrorSerializer(many=True, required=False)
+
+
+class ErrorSerializer(serializers.Serializer):
+    """A plain error."""
+
+    detail = serializers.CharField()

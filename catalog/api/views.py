@@ -1,0 +1,269 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+
+from catalog.api.permissions import IsOwnerOrStaff, IsStaffOrReadOnly
+from catalog.api.serializers import (
+    BulkCreateResultSerializer,
+    BulkDeleteResultSerializer,
+    BulkDeleteSerializer,
+    BulkErrorSerializer,
+    BulkUpdateResultSerializer,
+    CategorySerializer,
+    ErrorSerializer,
+    ProductBulkUpdateItemSerializer,
+    ProductSerializer,
+    ProductWriteSerializer,
+)
+from catalog.filtersets import ProductFilterSet
+from catalog.models import Category, Product
+from catalog.services import (
+    CategoryInUse,
+    ItemErrors,
+    category_create,
+    category_delete,
+    category_update,
+    product_create,
+    product_delete,
+    product_update,
+    products_bulk_create,
+    products_bulk_delete,
+    products_bulk_update,
+)
+from config.api.mixins import (
+    IF_MATCH_DESCRIPTION,
+    BulkError,
+    ETagMixin,
+    bulk_items,
+    compute_etag,
+)
+from config.api.pagination import LimitOffsetOrCursorPagination
+
+
+class Conflict(APIException):
+    """The request conflicts with the current state of the resource."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "Conflict."
+    default_code = "conflict"
+
+
+IF_MATCH = OpenApiParameter(
+    "If-Match",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=False,
+    description=IF_MATCH_DESCRIPTION,
+)
+ETAG_HEADER = OpenApiParameter(
+    "ETag",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    response=True,
+    description="Strong validator of this representation; send it back in If-Match.",
+)
+PRECONDITION_FAILED = OpenApiResponse(
+    ErrorSerializer, description="If-Match names an older version; nothing changed."
+)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List categories (public)"),
+    retrieve=extend_schema(summary="Get a category (public)"),
+    create=extend_schema(summary="Create a category (staff)"),
+    update=extend_schema(summary="Replace a category (staff)"),
+    partial_update=extend_schema(summary="Update a category (staff)"),
+    destroy=extend_schema(
+        summary="Delete a category (staff)",
+        responses={
+            204: None,
+            409: OpenApiResponse(
+                ErrorSerializer, description="The category still holds products."
+            ),
+        },
+    ),
+)
+class CategoryViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Product categories: public read, staff write."""
+
+    serializer_class = CategorySerializer
+    permission_classes = [IsStaffOrReadOnly]
+    filter_backends: list = []
+
+    def get_queryset(self) -> Any:
+        return Category.objects.with_product_counts().order_by("name", "id")
+
+    def perform_create(self, serializer: BaseSerializer) -> None:
+        serializer.instance = category_create(**serializer.validated_data)
+        serializer.instance.product_count = 0
+
+    def perform_update(self, serializer: BaseSerializer) -> None:
+        count = serializer.instance.product_count
+        serializer.instance = category_update(
+            category=serializer.instance, **serializer.validated_data
+        )
+        serializer.instance.product_count = count
+
+    def perform_destroy(self, instance: Category) -> None:
+        try:
+            category_delete(category=instance)
+        except CategoryInUse as exc:
+            raise Conflict(str(exc)) from exc
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List products (public)",
+        description="Inactive products are listed for staff only. `count` is "
+        "exact up to 10,000 matches and PostgreSQL's estimate beyond. Send "
+        "`cursor=` (empty) for keyset pages without a count, stable under "
+        "inserts and fast at any depth.",
+    ),
+    retrieve=extend_schema(
+        summary="Get a product (public; inactive ones for staff only)",
+        parameters=[ETAG_HEADER],
+    ),
+    create=extend_schema(
+        summary="Create a product (authenticated; you become its owner)",
+        request=ProductWriteSerializer,
+        responses={201: ProductSerializer},
+    ),
+    update=extend_schema(
+        summary="Replace a product (owner or staff)",
+        parameters=[IF_MATCH],
+        request=ProductWriteSerializer,
+        responses={200: ProductSerializer, 412: PRECONDITION_FAILED},
+    ),
+    partial_update=extend_schema(
+        summary="Update some fields of a product (owner or staff)",
+        parameters=[IF_MATCH],
+        request=ProductWriteSerializer,
+        responses={200: ProductSerializer, 412: PRECONDITION_FAILED},
+    ),
+    destroy=extend_schema(
+        summary="Delete a product (owner or staff)",
+        parameters=[IF_MATCH],
+        responses={204: None, 412: PRECONDITION_FAILED},
+    ),
+)
+class ProductViewSet(
+    ETagMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Products: public read, owner-or-staff write, staff bulk writes."""
+
+    permission_classes = [permissions.IsAuthenticatedOrReadOnly, IsOwnerOrStaff]
+    filterset_class = ProductFilterSet
+    pagination_class = LimitOffsetOrCursorPagination
+
+    def get_queryset(self) -> Any:
+        return Product.objects.for_api().visible_to(self.request.user)
+
+    def get_serializer_class(self) -> type[BaseSerializer]:
+        if self.action in ("create", "update", "partial_update"):
+            return ProductWriteSerializer
+        return ProductSerializer
+
+    def representation(self, instance: Product) -> Any:
+        return ProductSerializer(instance, context=self.get_serializer_context()).data
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        self.perform_create(serializer)
+        data = self.representation(serializer.instance)
+        headers = {
+            "ETag": compute_etag(data),
+            "Location": reverse("api:product-detail", args=[serializer.instance.pk]),
+        }
+        return Response(data, status=status.HTTP_201_CREATED, headers=headers)
+
+    def perform_create(self, serializer: BaseSerializer) -> None:
+        serializer.instance = product_create(
+            owner=self.request.user, **serializer.validated_data
+        )
+
+    def perform_update(self, serializer: BaseSerializer) -> None:
+        serializer.instance = product_update(
+            product=serializer.instance, **serializer.validated_data
+        )
+
+    def perform_destroy(self, instance: Product) -> None:
+        product_delete(product=instance)
+
+    @extend_schema(
+        methods=["POST"],
+        summary="Create up to 1,000 products in one statement (staff)",
+        description="A bare JSON array of products. All or nothing: any invalid "
+        "item, repeated or taken SKU or unknown category rejects the whole "
+        "request with `{index, errors}` per bad item.",
+        request=ProductWriteSerializer(many=True),
+        responses={201: BulkCreateResultSerializer, 400: BulkErrorSerializer},
+    )
+    @extend_schema(
+        methods=["PATCH"],
+        summary="Update up to 1,000 products by id in one statement (staff)",
+        description="A bare JSON array of `{id, ...fields}`; each item writes only "
+        "the fields it sends. All or nothing, as for create; unknown or repeated "
+        "ids are item errors.",
+        request=ProductBulkUpdateItemSerializer(many=True),
+        responses={200: BulkUpdateResultSerializer, 400: BulkErrorSerializer},
+    )
+    @extend_schema(
+        methods=["DELETE"],
+        summary="Delete up to 1,000 products by id in one statement (staff)",
+        description="All or nothing: an unknown or repeated id rejects the request.",
+        request=BulkDeleteSerializer,
+        responses={200: BulkDeleteResultSerializer, 400: BulkErrorSerializer},
+    )
+    @action(
+        detail=False,
+        methods=["post", "patch", "delete"],
+        url_path="bulk",
+        permission_classes=[permissions.IsAdminUser],
+        filterset_class=None,
+        pagination_class=None,
+    )
+    def bulk(self, request: Request) -> Response:
+        try:
+            if request.method == "POST":
+                ids = products_bulk_create(
+                    owner=request.user, items=bulk_items(request.data)
+                )
+                return Response(
+                    {"created": len(ids), "ids": ids}, status=status.HTTP_201_CREATED
+                )
+            if request.method == "PATCH":
+                updated = products_bulk_update(items=bulk_items(request.data))
+                return Response({"updated": updated})
+            deleted = products_bulk_delete(ids=bulk_items(request.data, key="ids"))
+            return Response({"deleted": deleted})
+        except ItemErrors as exc:
+            raise BulkError(exc.errors, detail=exc.detail) from exc

@@ -1,0 +1,98 @@
+import pytest
+from django.urls import reverse
+
+from catalog.models import Category
+from tests.factories import CategoryFactory, ProductFactory
+
+pytestmark = pytest.mark.django_db
+
+LIST = reverse("api:category-list")
+
+
+def detail(category: Category) -> str:
+    return reverse("api:category-detail", args=[category.pk])
+
+
+def test_list_is_public_with_active_product_counts(api_client):
+    tools = CategoryFactory(name="Tools")
+    empty = CategoryFactory(name="Empty")
+    ProductFactory.create_batch(2, category=tools)
+    ProductFactory(category=tools, is_active=False)
+    response = api_client.get(LIST)
+    assert response.status_code == 200
+    counts = {c["id"]: c["product_count"] for c in response.json()["results"]}
+    assert counts == {tools.pk: 2, empty.pk: 0}
+
+
+@pytest.mark.parametrize("size", [1, 100])
+def test_list_runs_constant_queries(api_client, django_assert_num_queries, size):
+    for category in CategoryFactory.create_batch(100):
+        ProductFactory(category=category)
+    # The planner's row estimate, the exact count of a small table, the page.
+    with django_assert_num_queries(3):
+        response = api_client.get(LIST, {"limit": size})
+    assert len(response.json()["results"]) == size
+
+
+def test_detail_is_public(api_client):
+    category = CategoryFactory(slug="garden")
+    ProductFactory(category=category)
+    body = api_client.get(detail(category)).json()
+    assert body["slug"] == "garden"
+    assert body["product_count"] == 1
+
+
+@pytest.mark.parametrize(("who", "expected"), [("anonymous", 401), ("user", 403)])
+def test_writes_are_staff_only(api_client, auth_client, user, who, expected):
+    category = CategoryFactory(name="Keep")
+    client = api_client if who == "anonymous" else auth_client(user)
+    assert client.post(LIST, {"name": "New"}, format="json").status_code == expected
+    response = client.patch(detail(category), {"name": "Changed"}, format="json")
+    assert response.status_code == expected
+    assert client.delete(detail(category)).status_code == expected
+    assert list(Category.objects.values_list("name", flat=True)) == ["Keep"]
+
+
+def test_staff_creates_with_slug_derived_from_name(auth_client, staff_user):
+    response = auth_client(staff_user).post(
+        LIST, {"name": "Garden Tools"}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["slug"] == "garden-tools"
+    assert response.json()["product_count"] == 0
+
+
+def test_duplicate_slug_is_400_on_slug(auth_client, staff_user):
+    CategoryFactory(slug="garden")
+    response = auth_client(staff_user).post(
+        LIST, {"name": "Garden", "slug": "garden"}, format="json"
+    )
+    assert response.status_code == 400
+    assert "slug" in response.json()
+    assert Category.objects.count() == 1
+
+
+def test_staff_renames(auth_client, staff_user):
+    category = CategoryFactory(name="Old")
+    ProductFactory(category=category)
+    response = auth_client(staff_user).patch(
+        detail(category), {"name": "New"}, format="json"
+    )
+    assert response.status_code == 200
+    assert response.json()["name"] == "New"
+    assert response.json()["product_count"] == 1
+
+
+def test_deleting_a_category_with_products_is_409(auth_client, staff_user):
+    category = CategoryFactory()
+    ProductFactory(category=category, is_active=False)
+    response = auth_client(staff_user).delete(detail(category))
+    assert response.status_code == 409
+    assert "products" in response.json()["detail"]
+    assert Category.objects.filter(pk=category.pk).exists()
+
+
+def test_deleting_an_empty_category_is_204(auth_client, staff_user):
+    category = CategoryFactory()
+    assert auth_client(staff_user).delete(detail(category)).status_code == 204
+    assert not Category.objects.exists()

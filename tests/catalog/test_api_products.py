@@ -1,0 +1,513 @@
+import threading
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection, connections
+from django.urls import reverse
+
+from catalog.models import Product
+from catalog.validation import clean_product
+from tests.factories import CategoryFactory, ProductFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+LIST = reverse("api:product-list")
+
+
+def detail(product: Product) -> str:
+    return reverse("api:product-detail", args=[product.pk])
+
+
+def payload(category_obj, **overrides) -> dict:
+    return {
+        "sku": "NEW-001",
+        "name": "Walnut desk",
+        "description": "A solid walnut desk.",
+        "price": "199.90",
+        "stock": 3,
+        "category": category_obj.pk,
+        **overrides,
+    }
+
+
+def ids(response) -> list[int]:
+    return [item["id"] for item in response.json()["results"]]
+
+
+# --- Reading ---------------------------------------------------------------
+
+
+def test_list_embeds_category_and_owner_without_email(api_client):
+    product = ProductFactory(price=Decimal("12.50"))
+    item = api_client.get(LIST).json()["results"][0]
+    assert item["id"] == product.pk
+    assert item["price"] == "12.50"
+    assert item["category"] == {
+        "id": product.category.pk,
+        "name": product.category.name,
+        "slug": product.category.slug,
+    }
+    assert item["owner"] == {"id": product.owner.pk, "username": product.owner.username}
+    assert "email" not in str(item)
+
+
+@pytest.mark.parametrize("size", [1, 100])
+def test_list_runs_constant_queries_at_page_size_1_and_100(
+    api_client, django_assert_num_queries, size
+):
+    category = CategoryFactory()
+    owners = UserFactory.create_batch(3)
+    for i in range(100):
+        ProductFactory(category=category, owner=owners[i % 3])
+    # One COUNT (capped) and one SELECT joining category and owner.
+    with django_assert_num_queries(2):
+        response = api_client.get(LIST, {"limit": size})
+    assert len(response.json()["results"]) == size
+
+
+def test_authenticated_list_adds_only_the_user_lookup(
+    auth_client, user, django_assert_num_queries
+):
+    category = CategoryFactory()
+    ProductFactory.create_batch(5, category=category)
+    client = auth_client(user)
+    with django_assert_num_queries(3):
+        response = client.get(LIST, {"limit": 100, "category": category.pk})
+    assert len(response.json()["results"]) == 5
+
+
+def test_inactive_products_are_listed_for_staff_only(
+    api_client, auth_client, user, staff_user
+):
+    active = ProductFactory()
+    hidden = ProductFactory(is_active=False, owner=user)
+    assert ids(api_client.get(LIST)) == [active.pk]
+    assert ids(auth_client(user).get(LIST)) == [active.pk]
+    assert set(ids(auth_client(staff_user).get(LIST))) == {active.pk, hidden.pk}
+
+
+def test_is_active_filter_applies_to_staff_and_is_ignored_for_others(
+    api_client, auth_client, staff_user
+):
+    active = ProductFactory()
+    hidden = ProductFactory(is_active=False)
+    staff = auth_client(staff_user)
+    assert ids(staff.get(LIST, {"is_active": "false"})) == [hidden.pk]
+    assert ids(staff.get(LIST, {"is_active": "true"})) == [active.pk]
+    assert ids(api_client.get(LIST, {"is_active": "false"})) == [active.pk]
+
+
+def test_inactive_product_detail_is_404_except_for_staff(
+    api_client, auth_client, user, staff_user
+):
+    hidden = ProductFactory(is_active=False, owner=user)
+    assert api_client.get(detail(hidden)).status_code == 404
+    assert auth_client(user).get(detail(hidden)).status_code == 404
+    assert auth_client(staff_user).get(detail(hidden)).status_code == 200
+
+
+def test_unknown_product_is_404_json(api_client):
+    response = api_client.get(reverse("api:product-detail", args=[999999]))
+    assert response.status_code == 404
+    assert "detail" in response.json()
+
+
+def test_filter_by_category_id_or_slug(api_client):
+    tools, toys = CategoryFactory(slug="tools"), CategoryFactory(slug="toys")
+    hammer = ProductFactory(category=tools)
+    ProductFactory(category=toys)
+    assert ids(api_client.get(LIST, {"category": tools.pk})) == [hammer.pk]
+    assert ids(api_client.get(LIST, {"category": "tools"})) == [hammer.pk]
+    assert ids(api_client.get(LIST, {"category": "nope"})) == []
+
+
+def test_filter_by_price_range_is_inclusive(api_client):
+    cheap = ProductFactory(price=Decimal("5.00"))
+    mid = ProductFactory(price=Decimal("10.00"))
+    dear = ProductFactory(price=Decimal("20.00"))
+    got = ids(api_client.get(LIST, {"min_price": "10", "ordering": "price"}))
+    assert got == [mid.pk, dear.pk]
+    got = ids(api_client.get(LIST, {"max_price": "10.00", "ordering": "price"}))
+    assert got == [cheap.pk, mid.pk]
+    got = ids(api_client.get(LIST, {"min_price": "6", "max_price": "19.99"}))
+    assert got == [mid.pk]
+
+
+def test_bad_filter_value_is_400(api_client):
+    response = api_client.get(LIST, {"min_price": "cheap"})
+    assert response.status_code == 400
+    assert "min_price" in response.json()
+
+
+def test_filter_in_stock(api_client):
+    stocked = ProductFactory(stock=4)
+    empty = ProductFactory(out_of_stock=True)
+    assert ids(api_client.get(LIST, {"in_stock": "true"})) == [stocked.pk]
+    assert ids(api_client.get(LIST, {"in_stock": "false"})) == [empty.pk]
+
+
+def test_search_matches_name_sku_and_description(api_client):
+    by_name = ProductFactory(name="Walnut desk", sku="A-1", description="plain")
+    by_sku = ProductFactory(name="Chair", sku="WAL-77", description="plain")
+    by_text = ProductFactory(
+        name="Table", sku="B-2", description="Made of walnuts from Italy."
+    )
+    ProductFactory(name="Lamp", sku="C-3", description="Bright light.")
+    assert set(ids(api_client.get(LIST, {"search": "walnut"}))) == {
+        by_name.pk,
+        by_text.pk,
+    }
+    assert ids(api_client.get(LIST, {"search": "wal-7"})) == [by_sku.pk]
+    assert ids(api_client.get(LIST, {"search": "italy"})) == [by_text.pk]
+
+
+def test_search_uses_the_trigram_and_full_text_indexes():
+    ProductFactory.create_batch(3)
+    queryset = Product.objects.search("walnut").values("pk")
+    with connection.cursor() as cursor:
+        # On a tiny table a sequential scan is cheapest; forbid it (and plain
+        # index scans) so the plan shows which indexes can serve the search.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_indexscan = off")
+        plan = queryset.explain()
+    assert "catalog_product_name_trgm" in plan
+    assert "catalog_product_sku_trgm" in plan
+    assert "catalog_product_desc_fts" in plan
+    assert "Seq Scan on catalog_product" not in plan
+
+
+@pytest.mark.parametrize(
+    ("ordering", "field", "reverse"),
+    [
+        ("price", "price", False),
+        ("-price", "price", True),
+        ("name", "name", False),
+        ("-name", "name", True),
+        ("created_at", "created_at", False),
+        ("-created_at", "created_at", True),
+    ],
+)
+def test_ordering_each_way(api_client, ordering, field, reverse):
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    for i, (name, price) in enumerate([("b", "3.00"), ("a", "1.00"), ("c", "2.00")]):
+        ProductFactory(
+            name=name, price=Decimal(price), created_at=now + timedelta(days=i)
+        )
+    results = api_client.get(LIST, {"ordering": ordering}).json()["results"]
+    values = [r[field] for r in results]
+    if field == "price":
+        values = [Decimal(v) for v in values]
+    assert values == sorted(values, reverse=reverse)
+
+
+def test_unknown_ordering_is_ignored_for_newest_first(api_client):
+    old = ProductFactory(created_at=datetime(2025, 1, 1, tzinfo=UTC))
+    new = ProductFactory(created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    response = api_client.get(LIST, {"ordering": "owner__password"})
+    assert response.status_code == 200
+    assert ids(response) == [new.pk, old.pk]
+
+
+def test_limit_defaults_to_20_and_is_capped_at_100(api_client):
+    ProductFactory.create_batch(101)
+    page = api_client.get(LIST).json()
+    assert len(page["results"]) == 20
+    assert page["count"] == 101
+    assert "offset=20" in page["next"]
+    assert len(api_client.get(LIST, {"limit": 500}).json()["results"]) == 100
+    assert len(api_client.get(LIST, {"limit": -3}).json()["results"]) == 20
+
+
+def test_cursor_pages_have_no_count_and_walk_back(api_client):
+    products = ProductFactory.create_batch(5)
+    newest_first = sorted(products, key=lambda p: (p.created_at, p.pk), reverse=True)
+    first = api_client.get(LIST, {"cursor": "", "limit": 2}).json()
+    assert "count" not in first
+    assert first["previous"] is None
+    assert ids_of(first) == [p.pk for p in newest_first[:2]]
+    second = api_client.get(first["next"]).json()
+    assert ids_of(second) == [p.pk for p in newest_first[2:4]]
+    back = api_client.get(second["previous"]).json()
+    assert ids_of(back) == ids_of(first)
+
+
+def ids_of(page: dict) -> list[int]:
+    return [item["id"] for item in page["results"]]
+
+
+@pytest.mark.parametrize("ordering", ["", "price", "-name"])
+def test_cursor_walks_every_row_once_while_rows_are_inserted(api_client, ordering):
+    category = CategoryFactory()
+    initial = {p.pk for p in ProductFactory.create_batch(12, category=category)}
+    seen: list[int] = []
+    url = f"{LIST}?cursor=&limit=5&ordering={ordering}"
+    while url:
+        page = api_client.get(url).json()
+        seen.extend(ids_of(page))
+        # A newcomer sorts at the head of the default order, anywhere in others.
+        ProductFactory(category=category)
+        url = page["next"]
+    assert len(seen) == len(set(seen))
+    assert initial <= set(seen)
+
+
+def test_tampered_cursor_is_400(api_client):
+    ProductFactory()
+    response = api_client.get(LIST, {"cursor": "not-a-cursor"})
+    assert response.status_code == 400
+    assert "cursor" in response.json()
+
+
+def test_cursor_of_another_ordering_is_400(api_client):
+    ProductFactory.create_batch(3)
+    page = api_client.get(LIST, {"cursor": "", "limit": 1}).json()
+    response = api_client.get(page["next"] + "&ordering=price")
+    assert response.status_code == 400
+
+
+# --- Writing ---------------------------------------------------------------
+
+
+def test_create_makes_the_caller_owner(auth_client, user):
+    category = CategoryFactory()
+    response = auth_client(user).post(LIST, payload(category, owner=999), format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["owner"] == {"id": user.pk, "username": user.username}
+    assert body["slug"] == "walnut-desk"
+    assert body["category"]["id"] == category.pk
+    assert response["ETag"]
+    assert response["Location"].endswith(f"/products/{body['id']}/")
+    assert Product.objects.get(pk=body["id"]).owner == user
+
+
+def test_anonymous_create_is_401(api_client):
+    response = api_client.post(LIST, payload(CategoryFactory()), format="json")
+    assert response.status_code == 401
+    assert not Product.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("price", "-1", "Price must be greater than or equal to 0."),
+        ("price", "1.999", "Ensure that there are no more than 2 decimal places."),
+        ("price", "10000000000", "Ensure this value is less than or equal to"),
+        ("price", "NaN", "A valid number is required."),
+        ("stock", -1, "Stock must be greater than or equal to 0."),
+        ("stock", 2**31, "Ensure this value is less than or equal to 2147483647."),
+        ("stock", 1.5, "A valid integer is required."),
+        ("sku", "bad sku!", "SKU must be 1-64 characters"),
+        ("sku", "x" * 65, "SKU must be 1-64 characters"),
+        ("name", "", "This field may not be blank."),
+        ("name", "n" * 201, "Ensure this field has no more than 200 characters."),
+        ("category", 999999, 'Invalid pk "999999" - object does not exist.'),
+        ("category", "toys", "Incorrect type. Expected pk value, received str."),
+    ],
+)
+def test_create_rejects_values_the_database_would(
+    auth_client, user, field, value, message
+):
+    response = auth_client(user).post(
+        LIST, payload(CategoryFactory(), **{field: value}), format="json"
+    )
+    assert response.status_code == 400
+    assert message in response.json()[field][0]
+    assert not Product.objects.exists()
+
+
+def test_create_with_taken_sku_is_400_on_sku(auth_client, user):
+    existing = ProductFactory(sku="TAKEN-1")
+    response = auth_client(user).post(
+        LIST, payload(existing.category, sku="TAKEN-1"), format="json"
+    )
+    assert response.status_code == 400
+    assert response.json() == {"sku": ["product with this SKU already exists."]}
+    assert Product.objects.count() == 1
+
+
+def test_create_without_required_fields_lists_each(auth_client, user):
+    response = auth_client(user).post(LIST, {}, format="json")
+    assert response.status_code == 400
+    assert set(response.json()) == {"sku", "name", "price", "category"}
+
+
+def test_create_with_non_object_body_is_400(auth_client, user):
+    response = auth_client(user).post(LIST, [1, 2], format="json")
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("method", ["patch", "put", "delete"])
+@pytest.mark.parametrize(
+    ("who", "expected"),
+    [("anonymous", 401), ("other user", 403), ("owner", 200), ("staff", 200)],
+)
+def test_write_permission_matrix(api_client, auth_client, user, method, who, expected):
+    product = ProductFactory(owner=user, name="Original")
+    callers = {
+        "other user": lambda: UserFactory(),
+        "owner": lambda: user,
+        "staff": lambda: UserFactory(staff=True),
+    }
+    client = api_client if who == "anonymous" else auth_client(callers[who]())
+    body = payload(product.category, sku=product.sku, name="Renamed")
+    response = getattr(client, method)(detail(product), body, format="json")
+    if expected == 200 and method == "delete":
+        expected = 204
+    assert response.status_code == expected, response.content
+    unchanged = Product.objects.filter(pk=product.pk, name="Original").exists()
+    assert unchanged == (expected >= 400)
+
+
+def test_patch_writes_only_sent_fields_and_returns_new_etag(auth_client, user):
+    product = ProductFactory(owner=user, price=Decimal("5.00"), stock=1)
+    client = auth_client(user)
+    etag = client.get(detail(product))["ETag"]
+    response = client.patch(detail(product), {"stock": 7}, format="json")
+    assert response.status_code == 200
+    assert response.json()["stock"] == 7
+    assert response.json()["price"] == "5.00"
+    assert response["ETag"] != etag
+    assert client.get(detail(product))["ETag"] == response["ETag"]
+
+
+def test_put_requires_the_whole_product(auth_client, user):
+    product = ProductFactory(owner=user)
+    response = auth_client(user).put(detail(product), {"stock": 7}, format="json")
+    assert response.status_code == 400
+    assert "sku" in response.json()
+
+
+def test_patch_to_a_taken_sku_is_400(auth_client, user):
+    ProductFactory(sku="TAKEN-2")
+    product = ProductFactory(owner=user, sku="MINE-1")
+    response = auth_client(user).patch(
+        detail(product), {"sku": "TAKEN-2"}, format="json"
+    )
+    assert response.status_code == 400
+    assert "sku" in response.json()
+    product.refresh_from_db()
+    assert product.sku == "MINE-1"
+
+
+# --- ETag / If-Match -------------------------------------------------------
+
+
+def test_detail_etag_is_strong_and_if_none_match_gives_304(api_client):
+    product = ProductFactory()
+    response = api_client.get(detail(product))
+    etag = response["ETag"]
+    assert etag.startswith('"') and not etag.startswith("W/")
+    again = api_client.get(detail(product), HTTP_IF_NONE_MATCH=etag)
+    assert again.status_code == 304
+
+
+@pytest.mark.parametrize("method", ["patch", "put", "delete"])
+def test_write_with_fresh_if_match_succeeds(auth_client, user, method):
+    product = ProductFactory(owner=user)
+    client = auth_client(user)
+    etag = client.get(detail(product))["ETag"]
+    body = payload(product.category, sku=product.sku, name="Fresh")
+    response = getattr(client, method)(
+        detail(product), body, format="json", HTTP_IF_MATCH=etag
+    )
+    assert response.status_code in (200, 204), response.content
+
+
+@pytest.mark.parametrize("method", ["patch", "put", "delete"])
+def test_write_with_stale_if_match_is_412_and_changes_nothing(
+    auth_client, user, method
+):
+    product = ProductFactory(owner=user, name="Original")
+    client = auth_client(user)
+    stale = client.get(detail(product))["ETag"]
+    client.patch(detail(product), {"stock": product.stock + 1}, format="json")
+    body = payload(product.category, sku=product.sku, name="Overwritten")
+    response = getattr(client, method)(
+        detail(product), body, format="json", HTTP_IF_MATCH=stale
+    )
+    assert response.status_code == 412
+    assert "detail" in response.json()
+    product.refresh_from_db()
+    assert product.name == "Original"
+
+
+def test_write_without_if_match_is_allowed(auth_client, user):
+    product = ProductFactory(owner=user)
+    response = auth_client(user).patch(detail(product), {"name": "Nx"}, format="json")
+    assert response.status_code == 200
+
+
+def test_etag_changes_when_an_admin_action_deactivates(auth_client, staff_user):
+    from catalog.services import products_set_active
+
+    product = ProductFactory()
+    client = auth_client(staff_user)
+    etag = client.get(detail(product))["ETag"]
+    products_set_active(products=Product.objects.filter(pk=product.pk), active=False)
+    assert client.get(detail(product))["ETag"] != etag
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_patches_of_different_fields_both_land(auth_client, user):
+    product = ProductFactory(owner=user, price=Decimal("1.00"), stock=1)
+    clients = [auth_client(user), auth_client(user)]
+    bodies = [{"price": "9.99"}, {"stock": 42}]
+    barrier = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def patch(client, body):
+        try:
+            barrier.wait()
+            statuses.append(
+                client.patch(detail(product), body, format="json").status_code
+            )
+        finally:
+            connections.close_all()
+
+    threads = [
+        threading.Thread(target=patch, args=pair)
+        for pair in zip(clients, bodies, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200, 200]
+    product.refresh_from_db()
+    assert (product.price, product.stock) == (Decimal("9.99"), 42)
+
+
+# --- Shared validation (the import command runs the same code) --------------
+
+
+def test_clean_product_accepts_csv_strings():
+    cleaned, errors = clean_product(
+        {
+            "sku": " A-1 ",
+            "name": "Oak Chair",
+            "price": "19.90",
+            "stock": "",
+            "is_active": "no",
+            "category": "3",
+        }
+    )
+    assert errors == {}
+    assert cleaned == {
+        "sku": "A-1",
+        "name": "Oak Chair",
+        "slug": "oak-chair",
+        "description": "",
+        "price": Decimal("19.90"),
+        "stock": 0,
+        "is_active": False,
+        "category_id": 3,
+    }
+
+
+def test_clean_product_partial_checks_only_sent_keys():
+    assert clean_product({"stock": "5"}, partial=True) == ({"stock": 5}, {})
+    assert clean_product({"price": None}, partial=True)[1] == {
+        "price": ["This field may not be null."]
+    }
