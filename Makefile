@@ -64,6 +64,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 test: install lint
+	DJANGO_SETTINGS_MODULE=tests.settings $(MANAGE) spectacular --validate --fail-on-warn --file /dev/null
 	$(PY) -m pytest -q
 
 # make bench ARGS="--products 100000 --only admin,cache" (see python -m bench --help)
