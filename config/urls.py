@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from catalog.admin_dashboard import dashboard_view
 from config import health
 from config.metrics import metrics_view
 
@@ -17,6 +18,11 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics_view, name="prometheus-django-metrics"),
+    path(
+        "admin/dashboard/",
+        admin.site.admin_view(dashboard_view),
+        name="admin-dashboard",
+    ),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
