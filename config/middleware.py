@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.functional import SimpleLazyObject, empty
 from django.utils.log import log_response
 
+from config.db_router import begin_request
 from config.logging import request_id_var
 from config.metrics import DB_UNAVAILABLE
 
@@ -86,6 +87,7 @@ class RequestContextMiddleware:
         # Cleared on request_finished, not here: Django logs 4xx/5xx answers
         # after the middleware chain returns, and those lines need the id too.
         request_id_var.set(request.request_id)
+        begin_request(request.method or "GET")
         response = self.get_response(request)
         failure = getattr(request, "_database_failure", None)
         if failure is not None and response.status_code == 500:
