@@ -6,6 +6,7 @@ from django.http import HttpRequest
 from accounts.forms import UserChangeForm, UserCreationForm
 from accounts.models import User
 from accounts.services import users_set_active
+from config.paginators import EstimatedCountPaginator
 
 
 @admin.register(User)
@@ -47,6 +48,7 @@ class UserAdmin(DjangoUserAdmin):
         ),
     ]
     filter_horizontal = ["groups", "user_permissions"]
+    paginator = EstimatedCountPaginator
     show_full_result_count = False
     actions = ["activate_users", "deactivate_users"]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Model, QuerySet
@@ -22,17 +24,35 @@ def estimated_row_count(model: type[Model], using: str = "default") -> int:
     return int(row[0]) if row else -1
 
 
+def planned_row_count(queryset: QuerySet) -> int:
+    """Return the planner's row estimate for *queryset* (EXPLAIN, nothing is read)."""
+    sql, params = queryset.values("pk").query.sql_with_params()
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
 def fast_count(queryset: QuerySet) -> int:
-    """Return the row count, estimated for an unfiltered queryset on a big table."""
+    """Return the row count; estimated by the planner when it is above the threshold.
+
+    An exact COUNT(*) reads every matching row: ~100 ms per million on this
+    kind of machine. Estimates are used only where they say the answer is big,
+    so small results (the ones people page to the end of) stay exact.
+    """
     if not queryset.query.where and not queryset.query.distinct:
         estimate = estimated_row_count(queryset.model, queryset.db)
-        if estimate >= EXACT_COUNT_THRESHOLD:
-            return estimate
+    else:
+        estimate = planned_row_count(queryset)
+    if estimate >= EXACT_COUNT_THRESHOLD:
+        return estimate
     return queryset.count()
 
 
 class EstimatedCountPaginator(Paginator):
-    """Paginator whose count is the planner estimate for unfiltered big tables."""
+    """Paginator whose count is the planner estimate for big result sets."""
 
     @cached_property
     def count(self) -> int:

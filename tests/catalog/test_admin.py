@@ -1,3 +1,4 @@
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -149,9 +150,27 @@ def test_category_admin_and_autocomplete(admin_client):
     assert Category.objects.count() == 1
 
 
-def test_date_hierarchy_drilldown(admin_client):
-    ProductFactory()
-    assert (
-        admin_client.get(reverse(CHANGELIST), {"created_at__year": "2026"}).status_code
-        == 200
+def test_date_hierarchy_lists_calendar_periods_between_first_and_last_rows(
+    admin_client, django_assert_max_num_queries
+):
+    ProductFactory(created_at=datetime(2024, 11, 5, tzinfo=UTC))
+    ProductFactory(created_at=datetime(2026, 2, 10, tzinfo=UTC))
+    url = reverse(CHANGELIST)
+    content = admin_client.get(url).content.decode()
+    for year in ("2024", "2025", "2026"):
+        assert f"created_at__year={year}" in content
+    content = admin_client.get(url, {"created_at__year": "2024"}).content.decode()
+    assert "created_at__month=11" in content
+    assert "created_at__month=12" in content
+    assert "created_at__month=10" not in content
+    content = admin_client.get(
+        url, {"created_at__year": "2026", "created_at__month": "2"}
+    ).content.decode()
+    assert "created_at__day=28" in content
+    assert "created_at__day=29" not in content
+    response = admin_client.get(
+        url,
+        {"created_at__year": "2026", "created_at__month": "2", "created_at__day": "10"},
     )
+    assert response.status_code == 200
+    assert response.context["cl"].result_count == 1
