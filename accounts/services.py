@@ -5,7 +5,10 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from django.contrib.auth.hashers import make_password
+from django.contrib.auth.hashers import (
+    UNUSABLE_PASSWORD_PREFIX,
+    make_password,
+)
 from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -245,6 +248,12 @@ def token_revoke(*, refresh: str) -> None:
 # --- Bulk --------------------------------------------------------------------
 
 
+def _unusable_password() -> str:
+    # Same shape as make_password(None), whose per-character SystemRandom
+    # choice costs ~40 ms per 1,000 rows; one urandom read each is enough.
+    return UNUSABLE_PASSWORD_PREFIX + secrets.token_urlsafe(30)
+
+
 def users_bulk_create(*, rows: Sequence[Any]) -> list[int]:
     """Create users from *rows* in one INSERT, all or nothing; return their ids.
 
@@ -313,7 +322,7 @@ def users_bulk_create(*, rows: Sequence[Any]) -> list[int]:
             User(
                 email=cleaned["email"],
                 username=username,
-                password=make_password(password),
+                password=make_password(password) if password else _unusable_password(),
             )
         )
     if errors:
