@@ -37,6 +37,12 @@ class ItemErrors(Exception):
         self.detail = detail
 
 
+CONCURRENT_CONFLICT = (
+    "A concurrent write took one of these SKUs or removed a category; "
+    "nothing was written. Retry."
+)
+
+
 class CategoryInUse(Exception):
     """A category still holds products and cannot be deleted."""
 
@@ -146,7 +152,7 @@ def products_bulk_create(*, owner: User, items: Sequence[Any]) -> list[int]:
             Product.objects.bulk_create(products)
     except IntegrityError as exc:
         # A concurrent writer took a SKU or removed a category after the checks.
-        raise ItemErrors([], detail=f"Conflict with a concurrent write: {exc}") from exc
+        raise ItemErrors([], detail=CONCURRENT_CONFLICT) from exc
     return [product.pk for product in products]
 
 
@@ -213,7 +219,7 @@ def products_bulk_update(*, items: Sequence[Any]) -> int:
                     [], detail="Some products were deleted concurrently; retry."
                 )
     except IntegrityError as exc:
-        raise ItemErrors([], detail=f"Conflict with a concurrent write: {exc}") from exc
+        raise ItemErrors([], detail=CONCURRENT_CONFLICT) from exc
     return updated
 
 

@@ -1,8 +1,10 @@
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.management import call_command
 from django.db import connection, connections
 from django.urls import reverse
 
@@ -511,3 +513,30 @@ def test_clean_product_partial_checks_only_sent_keys():
     assert clean_product({"price": None}, partial=True)[1] == {
         "price": ["This field may not be null."]
     }
+
+
+# --- OpenAPI -----------------------------------------------------------------
+
+
+def test_schema_is_warning_free_and_documents_bulk_and_if_match(tmp_path):
+    out = tmp_path / "schema.json"
+    call_command(
+        "spectacular",
+        "--validate",
+        "--fail-on-warn",
+        "--format",
+        "openapi-json",
+        "--file",
+        str(out),
+    )
+    paths = json.loads(out.read_text())["paths"]
+    prefix = reverse("api:product-list").removesuffix("products/")
+    assert {"post", "patch", "delete"} <= set(paths[f"{prefix}products/bulk/"])
+    detail_ops = paths[f"{prefix}products/{{id}}/"]
+    for method in ("put", "patch", "delete"):
+        names = [p["name"] for p in detail_ops[method]["parameters"]]
+        assert "If-Match" in names
+        assert "412" in detail_ops[method]["responses"]
+    list_params = {p["name"] for p in paths[f"{prefix}products/"]["get"]["parameters"]}
+    assert {"category", "min_price", "max_price", "in_stock", "search"} <= list_params
+    assert {"ordering", "limit", "offset", "cursor"} <= list_params
