@@ -12,7 +12,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -45,14 +45,15 @@ from catalog.services import (
     products_bulk_delete,
     products_bulk_update,
 )
+from config.api.exceptions import BulkValidationError
 from config.api.mixins import (
     IF_MATCH_DESCRIPTION,
-    BulkError,
     ETagMixin,
     bulk_items,
     compute_etag,
 )
 from config.api.pagination import LimitOffsetOrCursorPagination
+from config.cache import NAMESPACE_CATALOG, NAMESPACE_OWNERS, CachedViewMixin
 
 
 class Conflict(APIException):
@@ -99,6 +100,7 @@ PRECONDITION_FAILED = OpenApiResponse(
     ),
 )
 class CategoryViewSet(
+    CachedViewMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -110,6 +112,7 @@ class CategoryViewSet(
 
     serializer_class = CategorySerializer
     permission_classes = [IsStaffOrReadOnly]
+    cache_namespaces = (NAMESPACE_CATALOG,)
     filter_backends: list = []
 
     def get_queryset(self) -> Any:
@@ -169,6 +172,7 @@ class CategoryViewSet(
     ),
 )
 class ProductViewSet(
+    CachedViewMixin,
     ETagMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -182,6 +186,9 @@ class ProductViewSet(
     permission_classes = [permissions.IsAuthenticatedOrReadOnly, IsOwnerOrStaff]
     filterset_class = ProductFilterSet
     pagination_class = LimitOffsetOrCursorPagination
+    # Products embed their owner; staff also see inactive products.
+    cache_namespaces = (NAMESPACE_CATALOG, NAMESPACE_OWNERS)
+    cache_vary = "staff"
 
     def get_queryset(self) -> Any:
         return Product.objects.for_api().visible_to(self.request.user)
@@ -266,4 +273,6 @@ class ProductViewSet(
             deleted = products_bulk_delete(ids=bulk_items(request.data, key="ids"))
             return Response({"deleted": deleted})
         except ItemErrors as exc:
-            raise BulkError(exc.errors, detail=exc.detail) from exc
+            if exc.errors:
+                raise BulkValidationError(exc.errors) from exc
+            raise ValidationError({"detail": exc.detail}) from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -114,24 +114,6 @@ class ETagMixin:
             self.check_if_match(request, instance)
             self.perform_destroy(instance)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class BulkError(ValidationError):
-    """A bulk request rejected as a whole: 400 with ``{index, errors}`` per bad item."""
-
-    def __init__(
-        self, errors: Sequence[Mapping[str, Any]], detail: str | None = None
-    ) -> None:
-        super().__init__()
-        # Set after __init__, which would turn every leaf (the int index
-        # included) into an error string.
-        self.detail = {
-            "detail": detail
-            or f"{len(errors)} item(s) are invalid; nothing was written.",
-            "errors": [
-                {"index": error["index"], "errors": error["errors"]} for error in errors
-            ],
-        }
 
 
 def bulk_items(data: Any, *, key: str | None = None) -> list[Any]:
