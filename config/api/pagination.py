@@ -20,7 +20,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import connections
 from django.db.models import Q, QuerySet
 from rest_framework import pagination
 from rest_framework.exceptions import ValidationError
@@ -28,22 +27,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
-from config.paginators import fast_count
+from config.paginators import fast_count, planned_row_count
 
 # Counting this many matching index entries costs a few milliseconds at most.
 COUNT_EXACT_UP_TO = 10_000
-
-
-def planner_row_estimate(queryset: QuerySet) -> int:
-    """Return PostgreSQL's estimate of the number of rows *queryset* matches."""
-    query = queryset.order_by().values("pk").query
-    sql, params = query.sql_with_params()
-    with connections[queryset.db].cursor() as cursor:
-        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
-        plan = cursor.fetchone()[0]
-    if isinstance(plan, str):
-        plan = json.loads(plan)
-    return int(plan[0]["Plan"]["Plan Rows"])
 
 
 def cheap_count(queryset: QuerySet) -> int:
@@ -53,7 +40,7 @@ def cheap_count(queryset: QuerySet) -> int:
     exact = queryset.order_by().values("pk")[: COUNT_EXACT_UP_TO + 1].count()
     if exact <= COUNT_EXACT_UP_TO:
         return exact
-    return max(planner_row_estimate(queryset), exact)
+    return max(planned_row_count(queryset.order_by()), exact)
 
 
 class LimitOffsetPagination(pagination.LimitOffsetPagination):

@@ -9,7 +9,9 @@ from django.db import connection, connections
 from django.urls import reverse
 
 from catalog.models import Product
+from catalog.services import products_set_active
 from catalog.validation import clean_product
+from config.api import pagination
 from tests.factories import CategoryFactory, ProductFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -221,6 +223,23 @@ def test_limit_defaults_to_20_and_is_capped_at_100(api_client):
     assert len(api_client.get(LIST, {"limit": -3}).json()["results"]) == 20
 
 
+def test_count_is_exact_up_to_the_cap_then_the_planner_estimate(
+    api_client, monkeypatch, django_assert_max_num_queries
+):
+    monkeypatch.setattr(pagination, "COUNT_EXACT_UP_TO", 5)
+    big, small = CategoryFactory(), CategoryFactory()
+    ProductFactory.create_batch(8, category=big)
+    ProductFactory.create_batch(3, category=small)
+    assert api_client.get(LIST, {"category": small.pk}).json()["count"] == 3
+    with django_assert_max_num_queries(3) as captured:
+        page = api_client.get(LIST, {"category": big.pk}).json()
+    sql = [q["sql"] for q in captured.captured_queries]
+    assert any(s.startswith("EXPLAIN") for s in sql)
+    assert all("LIMIT 6" in s for s in sql if s.startswith("SELECT COUNT"))
+    assert page["count"] >= 6
+    assert len(page["results"]) == 8
+
+
 def test_cursor_pages_have_no_count_and_walk_back(api_client):
     products = ProductFactory.create_batch(5)
     newest_first = sorted(products, key=lambda p: (p.created_at, p.pk), reverse=True)
@@ -362,11 +381,15 @@ def test_write_permission_matrix(api_client, auth_client, user, method, who, exp
     assert unchanged == (expected >= 400)
 
 
-def test_patch_writes_only_sent_fields_and_returns_new_etag(auth_client, user):
+def test_patch_writes_only_sent_fields_and_returns_new_etag(
+    auth_client, user, django_capture_on_commit_callbacks
+):
     product = ProductFactory(owner=user, price=Decimal("5.00"), stock=1)
     client = auth_client(user)
     etag = client.get(detail(product))["ETag"]
-    response = client.patch(detail(product), {"stock": 7}, format="json")
+    # Run the after-commit cache invalidation, as a real commit would.
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.patch(detail(product), {"stock": 7}, format="json")
     assert response.status_code == 200
     assert response.json()["stock"] == 7
     assert response.json()["price"] == "5.00"
@@ -441,13 +464,16 @@ def test_write_without_if_match_is_allowed(auth_client, user):
     assert response.status_code == 200
 
 
-def test_etag_changes_when_an_admin_action_deactivates(auth_client, staff_user):
-    from catalog.services import products_set_active
-
+def test_etag_changes_when_an_admin_action_deactivates(
+    auth_client, staff_user, django_capture_on_commit_callbacks
+):
     product = ProductFactory()
     client = auth_client(staff_user)
     etag = client.get(detail(product))["ETag"]
-    products_set_active(products=Product.objects.filter(pk=product.pk), active=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        products_set_active(
+            products=Product.objects.filter(pk=product.pk), active=False
+        )
     assert client.get(detail(product))["ETag"] != etag
 
 
