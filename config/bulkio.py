@@ -577,12 +577,18 @@ class ImportCommand(BaseCommand):
                 latest.pop(self.row_key(row), None)
                 latest[self.row_key(row)] = row
             stats.superseded += len(rows) - len(latest)
-            if latest:
-                stats.result += self.upsert(list(latest.values()))
+            result = self.upsert(list(latest.values())) if latest else UpsertResult()
+            stats.result += result
             if dry_run:
                 transaction.set_rollback(True)
         rejections.sort(key=lambda r: r.line)
         stats.rejected += len(rejections)
+        if self.verbosity >= 2:
+            self.stdout.write(
+                f"batch lines {records[0].line}-{records[-1].line}:"
+                f" created={result.created} updated={result.updated}"
+                f" unchanged={result.unchanged} rejected={len(rejections)}"
+            )
         for rejection in rejections:
             self.stderr.write(rejection.message())
             if rejects is not None:

@@ -430,3 +430,70 @@ def test_killed_import_then_rerun_gives_exact_rows(tmp_path):
     assert summary(out)["unchanged"] == "600"
     assert Product.objects.count() == 1000
     assert Product.objects.filter(sku="IMP-00999", name="Item 999").exists()
+
+
+class TerminalIO(StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_is_drawn_on_a_terminal_only(tmp_path):
+    owner = UserFactory()
+    path = write(tmp_path, "p.csv", rows_csv(owner.email, 5))
+    terminal = TerminalIO()
+
+    call_command("import_products", str(path), stdout=StringIO(), stderr=terminal)
+    _, piped = run(str(path))
+
+    assert "rows/s" in terminal.getvalue() and "ETA" in terminal.getvalue()
+    assert "100%" in terminal.getvalue()
+    assert piped == ""
+
+
+def test_verbosity_zero_is_silent_and_two_reports_each_batch(tmp_path):
+    owner = UserFactory()
+    path = write(tmp_path, "p.csv", rows_csv(owner.email, 5))
+    terminal = TerminalIO()
+
+    out = StringIO()
+    call_command("import_products", str(path), verbosity=0, stdout=out, stderr=terminal)
+    loud, _ = run(str(path), "--batch-size", "2", "--verbosity", "2")
+
+    assert out.getvalue() == "" and terminal.getvalue() == ""
+    assert loud.splitlines()[:3] == [
+        "batch lines 2-3: created=0 updated=0 unchanged=2 rejected=0",
+        "batch lines 4-5: created=0 updated=0 unchanged=2 rejected=0",
+        "batch lines 6-6: created=0 updated=0 unchanged=1 rejected=0",
+    ]
+
+
+def test_jsonl_rows_of_the_wrong_shape_are_rejected_not_crashed(tmp_path):
+    owner = UserFactory()
+    good = {"sku": "W-1", "name": "Ok", "price": "1.00", "category": "c",
+            "owner": owner.email}  # fmt: skip
+    path = write(
+        tmp_path,
+        "p.jsonl",
+        "\n".join(
+            json.dumps(x)
+            for x in [
+                good,
+                [1, 2],
+                {**good, "sku": "W-2", "owner": ["x"], "category": {"a": 1}},
+                {**good, "sku": "W-3", "colour": "red"},
+                {**good, "sku": "W-4", "price": None, "stock": 1.5},
+            ]
+        ),
+    )
+
+    _, _, err = run_failing(str(path))
+
+    assert err.splitlines() == [
+        "line 2: expected a JSON object",
+        "line 3: category: Must be a category slug.; owner: Enter a valid email"
+        " address.",
+        "line 4: unknown key(s) colour",
+        "line 5: price: This field may not be null.; stock: A valid integer is"
+        " required.",
+    ]
+    assert list(Product.objects.values_list("sku", flat=True)) == ["W-1"]

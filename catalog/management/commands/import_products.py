@@ -101,6 +101,7 @@ class Command(ImportCommand):
         """Validate rows, then map owner emails and category slugs to ids."""
         pending: list[tuple[dict[str, Any], Record, str, str]] = []
         rejections: list[Rejection] = []
+        owner_cache: dict[Any, tuple[str | None, str | None]] = {}
         for record in records:
             data = record.data
             fields = {k: v for k, v in data.items() if k not in ("category", "owner")}
@@ -111,9 +112,15 @@ class Command(ImportCommand):
             if error:
                 errors["category"] = [error]
             owner = data.get("owner")
-            email, error = _clean_owner(
-                owner if owner not in (None, "") else self.default_owner
-            )
+            if owner in (None, ""):
+                owner = self.default_owner
+            # Files name few owners many times: validate each address once.
+            if not isinstance(owner, str):
+                email, error = _clean_owner(owner)
+            elif (known := owner_cache.get(owner)) is not None:
+                email, error = known
+            else:
+                email, error = owner_cache[owner] = _clean_owner(owner)
             if error:
                 errors["owner"] = [error]
             if errors:
