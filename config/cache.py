@@ -23,6 +23,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.http import HttpResponse, HttpResponseBase
+from django.utils.http import parse_etags
 from django_prometheus.cache.backends.redis import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
@@ -298,11 +299,20 @@ class CachedViewMixin:
 
     cache_namespaces: tuple[str, ...] = ()
     cache_actions: tuple[str, ...] = ("list", "retrieve")
-    # None means settings.CACHE_TTL, read per request (never at import time).
-    cache_ttl: int | None = None
+    # Who shares an entry: "public" (everyone), "staff" (staff apart from the
+    # rest) or "user" (each caller apart).
+    cache_vary: str = "public"
+    # Per action, the name of the setting holding the TTL (default CACHE_TTL).
+    cache_ttl_settings: dict[str, str] = {}
 
     def cache_audience(self, request: Request) -> str:
         """Return who the body is for; equal audiences share one cached entry."""
+        user = getattr(request, "user", None)
+        signed_in = bool(user is not None and user.is_authenticated)
+        if self.cache_vary == "staff":
+            return "staff" if signed_in and user.is_staff else "public"
+        if self.cache_vary == "user":
+            return f"user:{user.pk}" if signed_in else "anonymous"
         return "public"
 
     def cache_key_extra(self, request: Request) -> str:
@@ -310,8 +320,9 @@ class CachedViewMixin:
         return ""
 
     def get_cache_ttl(self) -> int:
-        """Return the time to live of this view's entries, in seconds."""
-        return self.cache_ttl if self.cache_ttl is not None else settings.CACHE_TTL
+        """Return the time to live of this action's entries, in seconds."""
+        action = getattr(self, "action", None) or "get"
+        return getattr(settings, self.cache_ttl_settings.get(action, "CACHE_TTL"))
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
@@ -361,7 +372,13 @@ class CachedViewMixin:
         entry, hit = get_or_compute(key, compute, timeout=self.get_cache_ttl())
         if hit:
             CACHE_HITS.labels(namespace=label).inc()
-            response = _replay(entry)
+            etag = entry[2].get("ETag")
+            tags = parse_etags(request.headers.get("If-None-Match", ""))
+            if etag and (etag in tags or "*" in tags):
+                response = HttpResponse(status=304)
+                response["ETag"] = etag
+            else:
+                response = _replay(entry)
             response["X-Cache"] = "HIT"
             return response
         CACHE_MISSES.labels(namespace=label).inc()

@@ -46,6 +46,7 @@ from config.api.throttles import (
     PasswordResetRateThrottle,
     RegisterRateThrottle,
 )
+from config.cache import NAMESPACE_USERS, CachedViewMixin
 
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
@@ -228,6 +229,7 @@ class PasswordResetConfirmView(AnonymousView):
 )
 @extend_schema(tags=["users"])
 class UserViewSet(
+    CachedViewMixin,
     mixins.CreateModelMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -238,6 +240,11 @@ class UserViewSet(
     """Register, list, read, change and deactivate users."""
 
     serializer_class = s.UserSerializer
+    # Emails show to their owner and to staff, and /users/me/ is the caller.
+    cache_namespaces = (NAMESPACE_USERS,)
+    cache_actions = ("list", "retrieve", "me")
+    cache_vary = "user"
+    cache_ttl_settings = {"retrieve": "USER_CACHE_TTL", "me": "USER_CACHE_TTL"}
 
     def get_queryset(self) -> QuerySet[User]:
         queryset = User.objects.visible_to(self.request.user)
