@@ -464,11 +464,11 @@ class ImportCommand(BaseCommand):
 
     # Hooks for the concrete commands.
     def prepare(self, records: Sequence[Record]) -> tuple[list[Any], list[Rejection]]:
-        """Validate and resolve a batch; return the rows to write and rejections."""
+        """Validate a batch (outside any transaction); return rows and rejections."""
         raise NotImplementedError
 
     def upsert(self, rows: list[Any]) -> UpsertResult:
-        """Write a prepared batch (inside the batch transaction)."""
+        """Write a prepared batch inside its transaction."""
         raise NotImplementedError
 
     def row_key(self, row: Any) -> Any:
@@ -565,22 +565,24 @@ class ImportCommand(BaseCommand):
                 good.append(record)
         if strict and rejections:
             raise _StrictStop(rejections[0])
+        # Validation and slow work (password hashing) happen before the
+        # transaction opens, so it never idles past idle_in_transaction timeout.
+        rows, more = self.prepare(good)
+        rejections.extend(more)
+        if strict and rejections:
+            rejections.sort(key=lambda r: r.line)
+            raise _StrictStop(rejections[0])
+        # A key repeated in the batch: the last occurrence wins.
+        latest: dict[Any, Any] = {}
+        for row in rows:
+            latest.pop(self.row_key(row), None)
+            latest[self.row_key(row)] = row
+        stats.superseded += len(rows) - len(latest)
         with transaction.atomic():
-            rows, more = self.prepare(good)
-            rejections.extend(more)
-            if strict and rejections:
-                rejections.sort(key=lambda r: r.line)
-                raise _StrictStop(rejections[0])
-            # A key repeated in the batch: the last occurrence wins.
-            latest: dict[Any, Any] = {}
-            for row in rows:
-                latest.pop(self.row_key(row), None)
-                latest[self.row_key(row)] = row
-            stats.superseded += len(rows) - len(latest)
             result = self.upsert(list(latest.values())) if latest else UpsertResult()
-            stats.result += result
             if dry_run:
                 transaction.set_rollback(True)
+        stats.result += result
         rejections.sort(key=lambda r: r.line)
         stats.rejected += len(rejections)
         if self.verbosity >= 2:

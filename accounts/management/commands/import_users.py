@@ -3,7 +3,11 @@ from typing import Any
 
 from django.contrib.auth.hashers import identify_hasher
 
-from accounts.services import users_claim_usernames, users_upsert
+from accounts.services import (
+    users_claim_usernames,
+    users_hash_passwords,
+    users_upsert,
+)
 from accounts.validation import clean_user
 from catalog.validation import clean_bool
 from config.bulkio import ImportCommand, Record, Rejection, UpsertResult
@@ -40,7 +44,7 @@ class Command(ImportCommand):
         return row["email"].lower()
 
     def prepare(self, records: Sequence[Record]) -> tuple[list[Any], list[Rejection]]:
-        """Validate rows, then check usernames against the database at once."""
+        """Validate rows, check usernames in one query, hash plain passwords."""
         rows: list[dict[str, Any]] = []
         lines: list[Record] = []
         rejections: list[Rejection] = []
@@ -74,7 +78,9 @@ class Command(ImportCommand):
         taken = users_claim_usernames(rows=rows)
         for index, errors in taken.items():
             rejections.append(Rejection(lines[index].line, lines[index].data, errors))
-        return [row for i, row in enumerate(rows) if i not in taken], rejections
+        rows = [row for i, row in enumerate(rows) if i not in taken]
+        users_hash_passwords(rows=rows)
+        return rows, rejections
 
     def upsert(self, rows: list[Any]) -> UpsertResult:
         result = users_upsert(rows=rows)

@@ -98,7 +98,7 @@ class Command(ImportCommand):
         return row[0]["sku"]
 
     def prepare(self, records: Sequence[Record]) -> tuple[list[Any], list[Rejection]]:
-        """Validate rows, then map owner emails and category slugs to ids."""
+        """Validate rows and map owner emails to ids (one query)."""
         pending: list[tuple[dict[str, Any], Record, str, str]] = []
         rejections: list[Rejection] = []
         owner_cache: dict[Any, tuple[str | None, str | None]] = {}
@@ -143,12 +143,14 @@ class Command(ImportCommand):
                 rejections.append(
                     Rejection(record.line, record.data, {"owner": [MSG_NO_OWNER]})
                 )
-        categories = categories_ensure(slugs={slug for _, slug in rows})
-        for cleaned, slug in rows:
-            cleaned["category_id"] = categories[slug]
         return rows, rejections
 
     def upsert(self, rows: list[Any]) -> UpsertResult:
+        # Missing categories are created in the batch transaction, so a dry
+        # run or a failed batch leaves none behind.
+        categories = categories_ensure(slugs={slug for _, slug in rows})
+        for cleaned, slug in rows:
+            cleaned["category_id"] = categories[slug]
         result = products_upsert(rows=[cleaned for cleaned, _ in rows])
         if not self.options["dry_run"] and (result.created or result.updated):
             bump_on_commit("catalog")
