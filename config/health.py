@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
@@ -40,6 +42,11 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 def _database_state() -> str:
     connection = connections[DEFAULT_DB_ALIAS]
+    if (
+        connection.settings_dict["OPTIONS"].get("pool")
+        and not connection.in_atomic_block
+    ):
+        return _pooled_database_state(connection)
     try:
         with transaction.atomic(using=DEFAULT_DB_ALIAS), connection.cursor() as cursor:
             cursor.execute(
@@ -52,6 +59,18 @@ def _database_state() -> str:
         # A broken persistent connection is dropped now rather than at the end
         # of the request, so the next probe reconnects.
         connection.close_if_unusable_or_obsolete()
+        return "down"
+    return "ok"
+
+
+def _pooled_database_state(connection: BaseDatabaseWrapper) -> str:
+    # Checking out through Django would wait DB_POOL_TIMEOUT (30 s) for a
+    # connection while PostgreSQL is down; a probe waits one second at most.
+    try:
+        with connection.pool.connection(timeout=READY_QUERY_TIMEOUT_MS / 1000) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        logger.warning("readiness: database unavailable: %s", exc)
         return "down"
     return "ok"
 
