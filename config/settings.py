@@ -245,7 +245,8 @@ REST_FRAMEWORK = {
         "register": env.str("THROTTLE_REGISTER", default="20/hour"),
         "password_reset": env.str("THROTTLE_PASSWORD_RESET", default="5/hour"),
     },
-    "NUM_PROXIES": NUM_PROXIES or None,
+    # 0, not None: with None DRF's throttles trust a client-sent X-Forwarded-For.
+    "NUM_PROXIES": NUM_PROXIES,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 

@@ -101,9 +101,10 @@ class PasswordResetConfirmSerializer(serializers.Serializer):
 
 
 class UserSerializer(serializers.ModelSerializer[User]):
-    """A user as others see it; ``email`` only for the user and for staff."""
+    """A user; ``email`` and ``is_staff`` only for the user themself and for staff."""
 
     email = serializers.EmailField(read_only=True, required=False)
+    is_staff = serializers.BooleanField(read_only=True, required=False)
 
     class Meta:
         model = User
@@ -120,6 +121,7 @@ class UserSerializer(serializers.ModelSerializer[User]):
             and (viewer.is_staff or viewer.pk == instance.pk)
         ):
             data.pop("email", None)
+            data.pop("is_staff", None)
         return data
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError, IntegrityError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
 from django.views import defaults
@@ -38,12 +39,27 @@ class BulkValidationError(exceptions.ValidationError):
         self.errors = errors
 
 
+class Conflict(exceptions.APIException):
+    """A write collided with a concurrent one on a database constraint."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current data; retry it."
+    default_code = "conflict"
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Return DRF's error response, also for Django validation and size errors."""
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=get_error_detail(exc))
     elif isinstance(exc, RequestDataTooBig):
         exc = RequestBodyTooLarge()
+    elif isinstance(exc, IntegrityError):
+        # A constraint caught what the checks before it could not (a race).
+        exc = Conflict()
+    elif isinstance(exc, DataError):
+        exc = exceptions.ValidationError(
+            {"detail": "A value is out of range for its field."}
+        )
     # Imported here: rest_framework.views reads DEFAULT_PARSER_CLASSES at import
     # time, and the parser module imports this one.
     from rest_framework.views import exception_handler as drf_exception_handler

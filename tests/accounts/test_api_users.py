@@ -185,7 +185,9 @@ def test_list_shows_active_users_without_others_emails(auth_client, user, other_
     assert body["count"] == 2
     by_id = {row["id"]: row for row in body["results"]}
     assert by_id[user.pk]["email"] == user.email
+    assert by_id[user.pk]["is_staff"] is False
     assert "email" not in by_id[other_user.pk]
+    assert "is_staff" not in by_id[other_user.pk]
 
 
 def test_staff_list_includes_inactive_users_and_emails(auth_client, staff_user, user):

@@ -152,3 +152,9 @@ def test_server_error_handler_keeps_html_outside_the_api():
 
     assert response.status_code == 500
     assert response["Content-Type"].startswith("text/html")
+
+
+def test_nul_byte_in_a_query_parameter_is_400_not_500(auth_client, user):
+    response = auth_client(user).get(reverse("api:user-list"), {"search": "a\x00b"})
+
+    _assert_json_error(response, 400)
