@@ -427,3 +427,33 @@ def test_password_reset_is_throttled(api_client):
 
     assert statuses[:5] == [202] * 5
     assert statuses[5] == 429
+
+
+# --- OpenAPI -----------------------------------------------------------------------
+
+
+def test_schema_documents_the_accounts_endpoints_and_their_errors(api_client):
+    response = api_client.get(
+        "/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json"
+    )
+
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    prefix = settings.API_PREFIX
+    token = paths[f"{prefix}/auth/token/"]["post"]["responses"]
+    assert {"200", "400", "401", "429"} <= set(token)
+    detail = paths[f"{prefix}/users/{{id}}/"]
+    assert {"401", "403", "404"} <= set(detail["patch"]["responses"])
+    assert {"201", "400", "401", "403"} <= set(
+        paths[f"{prefix}/users/bulk/"]["post"]["responses"]
+    )
+
+
+def test_swagger_ui_is_served_without_a_cdn(api_client):
+    response = api_client.get("/api/docs/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "swagger-ui" in html
+    assert "cdn.jsdelivr.net" not in html
+    assert "unpkg.com" not in html
