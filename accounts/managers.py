@@ -1,15 +1,24 @@
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.base_user import BaseUserManager
 from django.db import models
 
+from config.cache import InvalidatingQuerySetMixin, cache_namespaces_for_user_write
+
 if TYPE_CHECKING:
     from accounts.models import User
 
 
-class UserQuerySet(models.QuerySet["User"]):
+class UserQuerySet(InvalidatingQuerySetMixin, models.QuerySet["User"]):
+    def cache_namespaces_written(
+        self, *, created: bool = False, fields: Iterable[str] | None = None
+    ) -> tuple[str, ...]:
+        """Return the namespaces a write of *fields* (or a creation) invalidates."""
+        return cache_namespaces_for_user_write(created=created, fields=fields)
+
     def active(self) -> UserQuerySet:
         """Return users that may sign in."""
         return self.filter(is_active=True)

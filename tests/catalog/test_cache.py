@@ -1,11 +1,14 @@
 import threading
 import time
 from decimal import Decimal
+from io import StringIO
 
 import pytest
 from django.core.cache import cache, caches
+from django.core.management import call_command
 from django.db import transaction
 from django.test import RequestFactory
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
@@ -294,3 +297,435 @@ def test_clear_deletes_only_this_prefix():
     assert cache.get("mine") is None
     assert client.get("someone-else:1:key") == b"kept"
     client.delete("someone-else:1:key")
+
+
+# --- Through the API: read, write by every path, read again --------------------
+
+
+def detail_url(product: Product) -> str:
+    return reverse("api:product-detail", args=[product.pk])
+
+
+LIST_URL = "/api/v1/products/?ordering=name&limit=100"
+
+
+def cached(client, url: str) -> dict:
+    """GET *url* twice and return the body, checking the second read was a hit."""
+    client.get(url)
+    response = client.get(url)
+    assert response.status_code == 200
+    assert response["X-Cache"] == "HIT"
+    return response.json()
+
+
+def fresh(client, url: str):
+    response = client.get(url)
+    assert response["X-Cache"] == "MISS"
+    return response
+
+
+@pytest.fixture
+def owner(db) -> User:
+    return UserFactory(username="maker")
+
+
+@pytest.fixture
+def item(owner) -> Product:
+    return ProductFactory(
+        owner=owner, sku="ITEM-1", name="Lamp", price=Decimal("10.00"), stock=5
+    )
+
+
+@pytest.fixture
+def staff(auth_client, staff_user):
+    return auth_client(staff_user)
+
+
+def test_public_reads_are_shared_across_callers(api_client, auth_client, user, item):
+    api_client.get(detail_url(item))
+    assert auth_client(user).get(detail_url(item))["X-Cache"] == "HIT"
+
+
+def test_staff_and_public_product_pages_are_cached_apart(api_client, staff, item):
+    Product.objects.filter(pk=item.pk).update(is_active=False)
+    assert staff.get(detail_url(item)).status_code == 200
+    assert api_client.get(detail_url(item)).status_code == 404
+    assert staff.get(LIST_URL).json()["count"] == 1
+    assert api_client.get(LIST_URL).json()["count"] == 0
+
+
+def test_query_order_is_normalised(api_client, item):
+    api_client.get("/api/v1/products/?limit=5&ordering=name")
+    assert api_client.get("/api/v1/products/?ordering=name&limit=5")["X-Cache"] == "HIT"
+
+
+def test_hit_still_checks_credentials(api_client, item):
+    api_client.get(detail_url(item))
+    api_client.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
+    assert api_client.get(detail_url(item)).status_code == 401
+
+
+def test_hit_answers_if_none_match_with_304(api_client, item):
+    etag = api_client.get(detail_url(item))["ETag"]
+    response = api_client.get(detail_url(item), HTTP_IF_NONE_MATCH=etag)
+    assert (response.status_code, response["X-Cache"]) == (304, "HIT")
+
+
+def test_cached_list_query_count_is_constant(
+    api_client, item, django_assert_num_queries
+):
+    ProductFactory.create_batch(30, owner=item.owner, category=item.category)
+    api_client.get(LIST_URL)
+    with django_assert_num_queries(0):
+        assert api_client.get(LIST_URL)["X-Cache"] == "HIT"
+
+
+def test_api_create_shows_in_list(
+    auth_client, user, item, django_capture_on_commit_callbacks
+):
+    client = auth_client(user)
+    assert cached(client, LIST_URL)["count"] == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("api:product-list"),
+            {
+                "sku": "NEW-9",
+                "name": "New",
+                "price": "3.00",
+                "category": item.category_id,
+            },
+        )
+    assert response.status_code == 201, response.content
+    assert fresh(client, LIST_URL).json()["count"] == 2
+
+
+@pytest.mark.parametrize("method", ["patch", "put"])
+def test_api_update_shows_in_detail_and_list(
+    auth_client, owner, item, method, django_capture_on_commit_callbacks
+):
+    client = auth_client(owner)
+    assert cached(client, detail_url(item))["price"] == "10.00"
+    assert cached(client, LIST_URL)["results"][0]["price"] == "10.00"
+    body = {"price": "12.00"}
+    if method == "put":
+        body |= {"sku": item.sku, "name": item.name, "category": item.category_id}
+    with django_capture_on_commit_callbacks(execute=True):
+        assert getattr(client, method)(detail_url(item), body).status_code == 200
+    assert fresh(client, detail_url(item)).json()["price"] == "12.00"
+    assert fresh(client, LIST_URL).json()["results"][0]["price"] == "12.00"
+
+
+def test_api_delete_removes_detail_and_list_entry(
+    auth_client, owner, item, django_capture_on_commit_callbacks
+):
+    client = auth_client(owner)
+    cached(client, detail_url(item))
+    cached(client, LIST_URL)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.delete(detail_url(item)).status_code == 204
+    assert client.get(detail_url(item)).status_code == 404
+    assert fresh(client, LIST_URL).json()["count"] == 0
+
+
+def test_bulk_api_writes_show_at_once(staff, item, django_capture_on_commit_callbacks):
+    bulk = reverse("api:product-bulk")
+    cached(staff, LIST_URL)
+    with django_capture_on_commit_callbacks(execute=True):
+        created = staff.post(
+            bulk,
+            [
+                {
+                    "sku": "B-1",
+                    "name": "Bulk",
+                    "price": "1.00",
+                    "category": item.category_id,
+                }
+            ],
+        )
+    assert created.status_code == 201, created.content
+    assert fresh(staff, LIST_URL).json()["count"] == 2
+
+    cached(staff, detail_url(item))
+    with django_capture_on_commit_callbacks(execute=True):
+        patched = staff.patch(bulk, [{"id": item.pk, "stock": 99}])
+    assert patched.status_code == 200, patched.content
+    assert fresh(staff, detail_url(item)).json()["stock"] == 99
+
+    cached(staff, LIST_URL)
+    with django_capture_on_commit_callbacks(execute=True):
+        deleted = staff.delete(bulk, {"ids": [item.pk]})
+    assert deleted.status_code == 200, deleted.content
+    assert staff.get(detail_url(item)).status_code == 404
+    assert fresh(staff, LIST_URL).json()["count"] == 1
+
+
+def test_admin_change_form_shows_at_once(
+    api_client, admin_client, item, django_capture_on_commit_callbacks
+):
+    cached(api_client, detail_url(item))
+    url = reverse("admin:catalog_product_change", args=[item.pk])
+    data = {
+        "sku": item.sku,
+        "name": "Desk lamp",
+        "slug": item.slug,
+        "description": item.description,
+        "price": "10.00",
+        "stock": "5",
+        "is_active": "on",
+        "category": item.category_id,
+        "owner": item.owner_id,
+        "created_at_0": item.created_at.strftime("%Y-%m-%d"),
+        "created_at_1": item.created_at.strftime("%H:%M:%S"),
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(url, data)
+    assert response.status_code == 302, response.content[:2000]
+    assert fresh(api_client, detail_url(item)).json()["name"] == "Desk lamp"
+
+
+def test_admin_list_editable_shows_at_once(
+    api_client, admin_client, item, django_capture_on_commit_callbacks
+):
+    cached(api_client, detail_url(item))
+    data = {
+        "form-TOTAL_FORMS": "1",
+        "form-INITIAL_FORMS": "1",
+        "form-MIN_NUM_FORMS": "0",
+        "form-MAX_NUM_FORMS": "1000",
+        "form-0-id": item.pk,
+        "form-0-price": "42.00",
+        "form-0-stock": "5",
+        "form-0-is_active": "on",
+        "_save": "Save",
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse("admin:catalog_product_changelist"), data)
+    assert response.status_code == 302, response.content[:2000]
+    assert fresh(api_client, detail_url(item)).json()["price"] == "42.00"
+
+
+def test_admin_action_shows_at_once(
+    api_client, admin_client, item, django_capture_on_commit_callbacks
+):
+    cached(api_client, detail_url(item))
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            reverse("admin:catalog_product_changelist"),
+            {"action": "deactivate_products", "_selected_action": [item.pk]},
+        )
+    assert api_client.get(detail_url(item)).status_code == 404
+
+
+def test_admin_delete_shows_at_once(
+    api_client, admin_client, item, django_capture_on_commit_callbacks
+):
+    cached(api_client, detail_url(item))
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            reverse("admin:catalog_product_delete", args=[item.pk]), {"post": "yes"}
+        )
+    assert api_client.get(detail_url(item)).status_code == 404
+
+
+def test_import_command_shows_at_once(
+    api_client, item, tmp_path, django_capture_on_commit_callbacks
+):
+    cached(api_client, detail_url(item))
+    path = tmp_path / "products.csv"
+    path.write_text(
+        "sku,name,price,category,owner,stock,description,is_active\n"
+        f"{item.sku},Imported lamp,11.00,{item.category.slug},{item.owner.email},"
+        "5,x,true\n"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("import_products", str(path), stdout=StringIO(), stderr=StringIO())
+    assert fresh(api_client, detail_url(item)).json()["name"] == "Imported lamp"
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(
+            lambda p: Product.objects.filter(pk=p.pk).update(name="Changed"),
+            id="update",
+        ),
+        pytest.param(
+            lambda p: Product.objects.bulk_update(
+                [Product(pk=p.pk, name="Changed")], ["name"]
+            ),
+            id="bulk_update",
+        ),
+        pytest.param(
+            lambda p: Product.objects.bulk_create(
+                [
+                    Product(
+                        sku=p.sku,
+                        name="Changed",
+                        price=p.price,
+                        category=p.category,
+                        owner=p.owner,
+                    )
+                ],
+                update_conflicts=True,
+                unique_fields=["sku"],
+                update_fields=["name"],
+            ),
+            id="bulk_create-upsert",
+        ),
+    ],
+)
+def test_queryset_writes_show_at_once(
+    api_client, item, write, django_capture_on_commit_callbacks
+):
+    cached(api_client, detail_url(item))
+    with django_capture_on_commit_callbacks(execute=True):
+        write(item)
+    assert fresh(api_client, detail_url(item)).json()["name"] == "Changed"
+
+
+def test_category_rename_shows_in_embedded_category(
+    api_client, staff, item, django_capture_on_commit_callbacks
+):
+    cached(api_client, detail_url(item))
+    cached(api_client, reverse("api:category-list"))
+    url = reverse("api:category-detail", args=[item.category_id])
+    with django_capture_on_commit_callbacks(execute=True):
+        assert staff.patch(url, {"name": "Lighting"}).status_code == 200
+    assert fresh(api_client, detail_url(item)).json()["category"]["name"] == "Lighting"
+    names = [
+        c["name"]
+        for c in fresh(api_client, reverse("api:category-list")).json()["results"]
+    ]
+    assert "Lighting" in names
+
+
+def test_category_delete_shows_at_once(
+    api_client, staff, django_capture_on_commit_callbacks
+):
+    empty = CategoryFactory()
+    url = reverse("api:category-detail", args=[empty.pk])
+    cached(api_client, url)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert staff.delete(url).status_code == 204
+    assert api_client.get(url).status_code == 404
+
+
+def test_owner_rename_shows_on_their_products(
+    api_client, auth_client, owner, item, django_capture_on_commit_callbacks
+):
+    assert cached(api_client, detail_url(item))["owner"]["username"] == "maker"
+    with django_capture_on_commit_callbacks(execute=True):
+        response = auth_client(owner).patch(
+            reverse("api:user-me"), {"username": "craftsman"}
+        )
+    assert response.status_code == 200, response.content
+    body = fresh(api_client, detail_url(item)).json()
+    assert body["owner"]["username"] == "craftsman"
+
+
+def test_sign_up_keeps_product_pages_cached(
+    api_client, item, django_capture_on_commit_callbacks
+):
+    cached(api_client, detail_url(item))
+    with django_capture_on_commit_callbacks(execute=True):
+        UserFactory()
+    assert api_client.get(detail_url(item))["X-Cache"] == "HIT"
+
+
+# --- Users ---------------------------------------------------------------------
+
+
+def user_url(user: User) -> str:
+    return reverse("api:user-detail", args=[user.pk])
+
+
+def test_user_pages_are_cached_per_caller(auth_client, user, other_user):
+    mine = auth_client(user)
+    theirs = auth_client(other_user)
+    assert cached(mine, user_url(user))["email"] == user.email
+    assert "email" not in theirs.get(user_url(user)).json()
+    assert cached(mine, reverse("api:user-me"))["id"] == user.pk
+    assert theirs.get(reverse("api:user-me")).json()["id"] == other_user.pk
+
+
+def test_user_detail_lives_user_cache_ttl(auth_client, user, settings):
+    settings.USER_CACHE_TTL = 300
+    settings.CACHE_TTL = 3600
+    client = auth_client(user)
+    client.get(user_url(user))
+    client.get(reverse("api:user-list"))
+    ttls = sorted(
+        cache.ttl(key)
+        for key in cache.keys("resp:*")  # the cache's own prefix applies
+    )
+    assert len(ttls) == 2
+    assert 0 < ttls[0] <= 300 < ttls[1] <= 3600
+
+
+def test_profile_change_shows_at_once(
+    auth_client, user, staff, django_capture_on_commit_callbacks
+):
+    client = auth_client(user)
+    cached(client, reverse("api:user-me"))
+    cached(client, user_url(user))
+    cached(staff, reverse("api:user-list"))
+    with django_capture_on_commit_callbacks(execute=True):
+        client.patch(reverse("api:user-me"), {"username": "renamed"})
+    assert fresh(client, reverse("api:user-me")).json()["username"] == "renamed"
+    assert fresh(client, user_url(user)).json()["username"] == "renamed"
+    names = [
+        u["username"] for u in fresh(staff, reverse("api:user-list")).json()["results"]
+    ]
+    assert "renamed" in names
+
+
+def test_deactivation_shows_at_once(
+    auth_client, user, other_user, staff, django_capture_on_commit_callbacks
+):
+    viewer = auth_client(other_user)
+    cached(viewer, user_url(user))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert staff.delete(user_url(user)).status_code == 204
+    assert viewer.get(user_url(user)).status_code == 404
+
+
+def test_registration_and_bulk_show_in_staff_list(
+    api_client, staff, staff_user, django_capture_on_commit_callbacks
+):
+    count = cached(staff, reverse("api:user-list"))["count"]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api_client.post(
+            reverse("api:user-list"),
+            {"email": "new@example.com", "password": "a-Long-pass-123"},
+        )
+    assert response.status_code == 201, response.content
+    assert fresh(staff, reverse("api:user-list")).json()["count"] == count + 1
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff.post(
+            reverse("api:user-bulk"), [{"email": "b1@example.com", "username": "b1"}]
+        )
+    assert response.status_code == 201, response.content
+    assert fresh(staff, reverse("api:user-list")).json()["count"] == count + 2
+
+
+def test_admin_user_action_and_import_show_at_once(
+    auth_client,
+    user,
+    other_user,
+    admin_client,
+    tmp_path,
+    django_capture_on_commit_callbacks,
+):
+    viewer = auth_client(other_user)
+    cached(viewer, user_url(user))
+    path = tmp_path / "users.csv"
+    path.write_text(f"email,username\n{user.email},imported\n")
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("import_users", str(path), stdout=StringIO(), stderr=StringIO())
+    assert fresh(viewer, user_url(user)).json()["username"] == "imported"
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            reverse("admin:accounts_user_changelist"),
+            {"action": "deactivate_users", "_selected_action": [user.pk]},
+        )
+    assert viewer.get(user_url(user)).status_code == 404
