@@ -1,5 +1,8 @@
+import threading
+
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
 from rest_framework_simplejwt.exceptions import AuthenticationFailed, TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
@@ -141,6 +144,32 @@ def test_tokens_rotate_lets_a_refresh_token_work_once():
     assert set(pair) == {"access", "refresh"}
     with pytest.raises(TokenError):
         tokens_rotate(refresh=refresh)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_refreshes_of_one_token_let_exactly_one_win():
+    user = UserFactory()
+    refresh = str(RefreshToken.for_user(user))
+    barrier = threading.Barrier(2)
+    results: list[str] = []
+
+    def rotate() -> None:
+        barrier.wait()
+        try:
+            tokens_rotate(refresh=refresh)
+            results.append("rotated")
+        except TokenError:
+            results.append("rejected")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=rotate) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(results) == ["rejected", "rotated"]
 
 
 @pytest.mark.django_db
