@@ -13,6 +13,7 @@ import urllib.parse
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from bench.stack import (
     Stack,
     gunicorn,
 )
-from bench.wrk import run_wrk
+from bench.wrk import WrkResult, run_wrk
 
 BULK_SIZE = 1000
 
@@ -622,32 +623,77 @@ class Runner:
             self.add(single_row)
 
     def gunicorn_workers(self, configs: list[ServerConfig]) -> None:
-        """Compare worker models on ping and on uncached product detail (issue 7)."""
+        """Compare worker models on ping and on uncached product detail (issue 7).
+
+        Both servers run side by side and the wrk runs alternate between them
+        (A ping, A detail, B ping, B detail, then again), so drift in the
+        machine's load hits both alike.
+        """
         sample = self.sample
         assert sample is not None
+        options = self.options
         detail = [f"{self.api}/products/{pk}/" for pk in sample.product_ids]
-        figures: dict[str, float] = {}
-        for config in configs:
-            with gunicorn(self.stack, config) as base_url:
-                self.use_server(base_url)
-                ping = self.load(f"ping [{config.label}]", ["/healthz"])
-                ping.ratio = None
-                try:
-                    self.require(detail[0])
-                except Unavailable as exc:
-                    self.skip(f"product detail uncached [{config.label}]", str(exc))
-                    continue
-                row = self.load(
-                    f"product detail uncached [{config.label}]",
-                    detail,
-                    cache="MISS",
-                    ping=ping.rate,
-                    notes=["ratio to this server's ping"],
+        probe_paths, wrk_paths = detail[-options.probe :], detail[: -options.probe]
+        ping_file = self._paths_file(["/healthz"])
+        detail_file = self._paths_file(wrk_paths)
+        with ExitStack() as servers:
+            urls = {
+                c.label: servers.enter_context(gunicorn(self.stack, c)) for c in configs
+            }
+            server_ms: dict[str, float | None] = {}
+            for label, url in urls.items():
+                self.use_server(url)
+                self.require(detail[0])
+                self.stack.flush_cache()
+                server_ms[label], _, _ = self.probe(probe_paths)
+            runs: dict[str, dict[str, list[WrkResult]]] = {
+                label: {"ping": [], "detail": []} for label in urls
+            }
+            for _ in range(options.repeat):
+                for label, url in urls.items():
+                    for kind, paths_file in (
+                        ("ping", ping_file),
+                        ("detail", detail_file),
+                    ):
+                        self.stack.flush_cache()
+                        runs[label][kind].append(
+                            run_wrk(
+                                base_url=url,
+                                paths_file=paths_file,
+                                duration_s=options.duration,
+                                connections=options.connections,
+                            )
+                        )
+        first: dict[str, float] = {}
+        for label, kinds in runs.items():
+            ping_rps = statistics.median(r.rps for r in kinds["ping"])
+            for kind, name in (
+                ("ping", f"ping [{label}]"),
+                ("detail", f"product detail uncached [{label}]"),
+            ):
+                results = kinds[kind]
+                rps = statistics.median(r.rps for r in results)
+                notes = []
+                if kind == "detail":
+                    notes.append("x ping: this server's ping")
+                    if max(r.requests for r in results) > len(wrk_paths):
+                        notes.append("keys wrapped: some requests may have hit")
+                if kind in first:
+                    notes.append(f"{rps / first[kind]:.2f}x the first configuration")
+                else:
+                    first[kind] = rps
+                self.add(
+                    Row(
+                        name,
+                        rate=rps,
+                        p50_ms=statistics.median(r.p50_ms for r in results),
+                        p99_ms=statistics.median(r.p99_ms for r in results),
+                        errors=sum(r.errors for r in results),
+                        ratio=rps / ping_rps if kind == "detail" else 1.0,
+                        server_ms=server_ms[label] if kind == "detail" else None,
+                        notes=notes,
+                    )
                 )
-                figures[config.label] = row.rate or 0.0
-                if len(figures) > 1:
-                    first_label, first = next(iter(figures.items()))
-                    row.notes.append(f"{row.rate / first:.2f}x {first_label}")
 
     def imports(self, size: data.Size) -> None:
         """Time import_products (create, then update) against COPY and row-by-row."""
