@@ -8,6 +8,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
 from accounts.services import (
+    BULK_MAX_PASSWORDS,
     tokens_rotate,
     user_deactivate,
     user_register,
@@ -215,7 +216,10 @@ def test_users_bulk_create_is_all_or_nothing():
 
 @pytest.mark.django_db
 def test_users_bulk_create_limits_rows_with_passwords(settings):
-    rows = [{"email": f"p{n}@example.com", "password": STRONG} for n in range(101)]
+    rows = [
+        {"email": f"p{n}@example.com", "password": STRONG}
+        for n in range(BULK_MAX_PASSWORDS + 1)
+    ]
 
     with pytest.raises(ValidationError) as excinfo:
         users_bulk_create(rows=rows)
