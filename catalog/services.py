@@ -326,6 +326,20 @@ def categories_ensure(*, slugs: Collection[str]) -> dict[str, int]:
     return ids
 
 
+def _product_unchanged_sql(given: Sequence[str]) -> str:
+    # ON CONFLICT DO UPDATE locks the existing row even when its WHERE is
+    # false; dropping identical rows from the stage first means a rerun neither
+    # dirties their pages nor waits on rows that other sessions hold.
+    written = [*_ALWAYS_WRITTEN, *given]
+    stored = ", ".join(f"p.{c}" for c in written)
+    staged = ", ".join(f"s.{c}" for c in written)
+    return (
+        f"DELETE FROM {_PRODUCT_STAGE} s USING catalog_product p"  # noqa: S608
+        f" WHERE s.grp = %s AND p.sku = s.sku"
+        f" AND ({stored}) IS NOT DISTINCT FROM ({staged})"
+    )
+
+
 def _product_merge_sql(given: Sequence[str]) -> str:
     written = [*_ALWAYS_WRITTEN, *given]
     columns = ", ".join(_PRODUCT_COLUMNS)
@@ -392,6 +406,7 @@ def products_upsert(*, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
     result = UpsertResult()
     with connection.cursor() as cursor:
         for grp, (given, group) in enumerate(groups.items()):
+            cursor.execute(_product_unchanged_sql(given), [grp])
             cursor.execute(_product_merge_sql(given), [grp])
             created, written = cursor.fetchone()
             result += UpsertResult(created, written - created, len(group) - written)
