@@ -40,7 +40,9 @@ class Product(models.Model):
         "SKU", max_length=64, unique=True, validators=[SKU_VALIDATOR]
     )
     name = models.CharField(max_length=200)
-    slug = models.SlugField(max_length=200, blank=True)
+    # Not indexed: nothing looks products up by slug, and every index is paid
+    # for on each insert and (non-HOT) update of a bulk write or import.
+    slug = models.SlugField(max_length=200, blank=True, db_index=False)
     description = models.TextField(blank=True)
     price = models.DecimalField(
         max_digits=PRICE_MAX_DIGITS,
@@ -49,8 +51,9 @@ class Product(models.Model):
     )
     stock = models.IntegerField(default=0, validators=[MinValueValidator(0)])
     is_active = models.BooleanField(default=True)
+    # catalog_product_cat_active (category_id, is_active) serves the FK lookups.
     category = models.ForeignKey(
-        Category, on_delete=models.PROTECT, related_name="products"
+        Category, on_delete=models.PROTECT, related_name="products", db_index=False
     )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="products"
