@@ -7,11 +7,12 @@ from typing import Any
 
 from django.contrib.auth.hashers import (
     UNUSABLE_PASSWORD_PREFIX,
+    check_password,
     make_password,
 )
 from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.encoding import force_str
@@ -29,6 +30,7 @@ from accounts.models import User
 from accounts.tasks import send_password_reset_email, send_welcome_email
 from accounts.validation import USERNAME_MAX_LENGTH, clean_user, username_from_email
 from config.api.exceptions import BulkValidationError
+from config.bulkio import UpsertResult, copy_rows
 from config.metrics import BULK_ROWS_WRITTEN, TASKS_ENQUEUED
 
 logger = logging.getLogger(__name__)
@@ -338,3 +340,172 @@ def users_bulk_create(*, rows: Sequence[Any]) -> list[int]:
         raise _integrity_error(exc) from exc
     BULK_ROWS_WRITTEN.labels(model="user", operation="create").inc(len(created))
     return [user.pk for user in created]
+
+
+# --- Bulk upsert (import_users) ---------------------------------------------
+
+# Written only when a row carries them; an existing user keeps the rest.
+USER_UPSERT_OPTIONAL_FIELDS = ("username", "password", "is_active")
+_USER_STAGE = "accounts_user_upsert_stage"
+_USER_COLUMNS = ("email", "username", "password", "is_active")
+MSG_USERNAME_TAKEN = "A user with that username already exists."
+
+
+def users_claim_usernames(
+    *, rows: Sequence[dict[str, Any]]
+) -> dict[int, dict[str, list[str]]]:
+    """Return errors by row index for usernames held by another user.
+
+    Rows (email, optional username) are checked against the database in one
+    query and against each other. A new user without a username gets one
+    derived from the email (with a random suffix when taken) in
+    ``row["new_username"]``.
+    """
+    emails = [row["email"].lower() for row in rows]
+    wanted = [row["username"] for row in rows if row.get("username")]
+    derived = {
+        i: username_from_email(row["email"])
+        for i, row in enumerate(rows)
+        if not row.get("username")
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT lower(email), username FROM accounts_user"
+            " WHERE lower(email) = ANY(%s) OR username = ANY(%s)",
+            [emails, [*wanted, *derived.values()]],
+        )
+        found = cursor.fetchall()
+    existing = {email for email, _ in found}
+    holder = {username: email for email, username in found}
+    errors: dict[int, dict[str, list[str]]] = {}
+    for i, (row, email) in enumerate(zip(rows, emails, strict=True)):
+        username = row.get("username")
+        if username:
+            if holder.setdefault(username, email) != email:
+                errors[i] = {"username": [MSG_USERNAME_TAKEN]}
+        elif email not in existing:
+            username = derived[i]
+            while holder.setdefault(username, email) != email:
+                username = f"{derived[i][:142]}-{secrets.token_hex(3)}"
+            row["new_username"] = username
+    return errors
+
+
+def users_hash_passwords(*, rows: Sequence[dict[str, Any]]) -> None:
+    """Replace each row's plain ``password`` with a ``password_hash``.
+
+    Slow by design (one deliberate hash per row), so call it before opening a
+    transaction. A password that matches the stored hash keeps that hash, so
+    a rerun of the same file leaves the user unchanged.
+    """
+    plain = sorted({row["email"].lower() for row in rows if row.get("password")})
+    if not plain:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT lower(email), password FROM accounts_user"
+            " WHERE lower(email) = ANY(%s)",
+            [plain],
+        )
+        stored = dict(cursor.fetchall())
+    for row in rows:
+        password = row.pop("password", None)
+        if not password:
+            continue
+        current = stored.get(row["email"].lower())
+        if current and check_password(password, current):
+            row["password_hash"] = current
+        else:
+            row["password_hash"] = make_password(password)
+
+
+def _user_merge_sql(given: Sequence[str]) -> str:
+    columns = ", ".join(_USER_COLUMNS)
+    insert = (
+        f"INSERT INTO accounts_user AS u ({columns}, is_staff, is_superuser,"  # noqa: S608
+        " created_at, updated_at)"
+        f" SELECT {columns}, false, false, now(), now() FROM {_USER_STAGE}"
+        " WHERE grp = %s ON CONFLICT ((lower(email)))"
+    )
+    if not given:
+        conflict = " DO NOTHING"
+    else:
+        conflict = (
+            f" DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in given)},"
+            " updated_at = EXCLUDED.updated_at"
+            f" WHERE ({', '.join(f'u.{c}' for c in given)}, true)"
+            f" IS DISTINCT FROM ({', '.join(f'EXCLUDED.{c}' for c in given)}, true)"
+        )
+    return (
+        f"WITH merged AS ({insert}{conflict}"  # noqa: S608 - constant identifiers
+        " RETURNING xmax = 0 AS inserted, id, is_active)"
+        " SELECT count(*) FILTER (WHERE inserted), count(*),"
+        " coalesce(array_agg(id) FILTER (WHERE NOT inserted AND NOT is_active), '{}')"
+        " FROM merged"
+    )
+
+
+@transaction.atomic
+def users_upsert(*, rows: Sequence[dict[str, Any]]) -> UpsertResult:
+    """Insert or update users by email in any letter case; identical rows stay as is.
+
+    Each row holds a cleaned ``email`` and any of ``username``,
+    ``password_hash`` (a Django hash, stored as is), ``password`` (plain text,
+    see users_hash_passwords) and ``is_active``; call users_claim_usernames
+    first. A new user without a password gets an unusable one (to be set
+    through password reset); an existing user keeps its stored email spelling
+    and whatever the row does not give. Users deactivated here lose their
+    refresh tokens.
+    """
+    if any(row.get("password") for row in rows):
+        users_hash_passwords(rows=rows)
+    latest = {row["email"].lower(): row for row in rows}
+    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    for row in latest.values():
+        password = row.get("password_hash")
+        given = tuple(
+            name
+            for name, present in (
+                ("username", bool(row.get("username"))),
+                ("password", password is not None),
+                ("is_active", "is_active" in row),
+            )
+            if present
+        )
+        groups.setdefault(given, []).append(
+            (
+                row["email"],
+                row.get("username")
+                or row.get("new_username")
+                or username_from_email(row["email"]),
+                password or make_password(None),
+                row.get("is_active", True),
+            )
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_USER_STAGE} ("
+            " grp integer, email text, username text, password text,"
+            " is_active boolean) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute(f"TRUNCATE {_USER_STAGE}")
+    copy_rows(
+        _USER_STAGE,
+        ("grp", *_USER_COLUMNS),
+        (
+            (grp, *values)
+            for grp, group in enumerate(groups.values())
+            for values in group
+        ),
+    )
+    result = UpsertResult()
+    deactivated: list[int] = []
+    with connection.cursor() as cursor:
+        for grp, (given, group) in enumerate(groups.items()):
+            cursor.execute(_user_merge_sql(given), [grp])
+            created, written, inactive = cursor.fetchone()
+            result += UpsertResult(created, written - created, len(group) - written)
+            deactivated.extend(inactive)
+    if deactivated:
+        user_tokens_revoke(user_ids=deactivated)
+    return result
