@@ -32,10 +32,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "ratio is taken against it."
         ),
     )
-    parser.add_argument("--products", type=int, default=1_000_000)
-    parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--categories", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--products", type=int, default=1_000_000, help="catalog size (1,000,000)"
+    )
+    parser.add_argument("--users", type=int, default=100_000, help="users (100,000)")
+    parser.add_argument("--categories", type=int, default=20, help="categories (20)")
+    parser.add_argument("--seed", type=int, default=1, help="seed_demo --seed")
     parser.add_argument(
         "--only",
         default=",".join(GROUPS),
@@ -46,23 +48,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--repeat", type=int, default=3, help="wrk runs per scenario (median)"
     )
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
-    parser.add_argument("--admin-connections", type=int, default=4)
+    parser.add_argument(
+        "--admin-connections", type=int, default=4, help="wrk connections for admin"
+    )
     parser.add_argument(
         "--probe", type=int, default=20, help="sequential requests for server ms"
     )
-    parser.add_argument("--bulk-repeat", type=int, default=5)
-    parser.add_argument("--dashboard-samples", type=int, default=10)
+    parser.add_argument(
+        "--bulk-repeat", type=int, default=5, help="bulk requests per kind (median)"
+    )
+    parser.add_argument(
+        "--dashboard-samples", type=int, default=10, help="uncached dashboard GETs"
+    )
     parser.add_argument(
         "--row-sample", type=int, default=2000, help="rows saved one by one"
     )
+    parser.add_argument(
+        "--server",
+        choices=["sync", "gthread"],
+        default="sync",
+        help="configuration serving every group but gunicorn (default sync)",
+    )
     parser.add_argument("--workers", type=int, default=3, help="sync workers")
-    parser.add_argument("--gthread-workers", type=int, default=2)
+    parser.add_argument(
+        "--gthread-workers", type=int, default=2, help="gthread worker processes"
+    )
     parser.add_argument(
         "--threads", type=int, default=4, help="threads per gthread worker"
     )
-    parser.add_argument("--database", default="bench", help="scratch database name")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/1")
-    parser.add_argument("--output", default=str(RESULTS_DIR / "latest.md"))
+    parser.add_argument(
+        "--database",
+        default="bench",
+        help="scratch database (dropped and re-seeded when its size differs)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/1",
+        help="scratch Redis database (flushed during the run)",
+    )
+    parser.add_argument(
+        "--output",
+        default=str(RESULTS_DIR / "latest.md"),
+        help="markdown copy of the table",
+    )
     args = parser.parse_args(argv)
     args.groups = [
         g.strip() for g in args.only.split(",") if g.strip() and g.strip() != "ping"
@@ -109,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     stack.flush_cache()
     runner = Runner(stack, options, _log)
     runner.sample = data.sample(stack, seed=args.seed)
-    main_config = ServerConfig(
-        f"sync x{args.workers}, persistent", workers=args.workers
-    )
+    sync = ServerConfig(f"sync x{args.workers}, persistent", workers=args.workers)
     gthread = ServerConfig(
         f"gthread {args.gthread_workers}x{args.threads}, pool",
         workers=args.gthread_workers,
@@ -119,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         db_connections="pool",
     )
+    main_config = sync if args.server == "sync" else gthread
     _log(f"serving with gunicorn ({main_config.label})")
     with gunicorn(stack, main_config) as base_url:
         runner.use_server(base_url)
@@ -136,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         if "products" in args.groups and "cache" not in args.groups:
             _guard(runner, "product list uncached", runner.product_list_uncached)
     if "gunicorn" in args.groups:
-        _guard(
-            runner, "gunicorn", lambda: runner.gunicorn_workers([main_config, gthread])
-        )
+        _guard(runner, "gunicorn", lambda: runner.gunicorn_workers([sync, gthread]))
     if "import" in args.groups:
         _guard(runner, "import", lambda: runner.imports(size))
 
