@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from catalog.admin_dashboard import dashboard_view
 from config import health
@@ -25,6 +25,12 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # The split view serves its init script from a URL, not inline, so the
+    # CSP (script-src 'self') lets Swagger UI run.
+    path(
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(url_name="schema"),
+        name="docs",
+    ),
     path(settings.API_PREFIX.strip("/") + "/", include("config.api_urls")),
 ]

@@ -457,3 +457,11 @@ def test_swagger_ui_is_served_without_a_cdn(api_client):
     assert "swagger-ui" in html
     assert "cdn.jsdelivr.net" not in html
     assert "unpkg.com" not in html
+    # The CSP allows only same-origin script files: no inline <script> blocks.
+    scripts = re.findall(r"<script([^>]*)>", html)
+    assert scripts
+    assert all("src=" in attrs for attrs in scripts)
+    init = re.search(r'<script src="([^"]*script=[^"]*)"', html).group(1)
+    script = api_client.get(init.replace("&amp;", "&"))
+    assert script.status_code == 200
+    assert "SwaggerUIBundle" in script.content.decode()
