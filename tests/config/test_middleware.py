@@ -4,6 +4,7 @@ import uuid
 
 import pytest
 from django.db import connection
+from django.test import Client
 
 from config.logging import JSONFormatter
 
@@ -128,3 +129,37 @@ def test_a_database_failure_in_a_view_is_a_503_json_with_retry_after(client):
     assert response["Retry-After"] == "5"
     assert response.json()["code"] == "database_unavailable"
     assert "X-Request-ID" in response
+
+
+class QueryingMiddleware:
+    """Touch the database before any view runs, as a session backend does."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return self.get_response(request)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_failure_in_a_middleware_is_a_503_too(settings):
+    index = settings.MIDDLEWARE.index("config.middleware.RequestContextMiddleware")
+    settings.MIDDLEWARE = [
+        *settings.MIDDLEWARE[: index + 1],
+        "tests.config.test_middleware.QueryingMiddleware",
+        *settings.MIDDLEWARE[index + 1 :],
+    ]
+    real = connection.settings_dict.copy()
+    connection.close()
+    connection.settings_dict["PORT"] = "1"
+    try:
+        response = Client(raise_request_exception=False).get("/healthz")
+    finally:
+        connection.settings_dict.update(real)
+        connection.close()
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert response.json()["code"] == "database_unavailable"
