@@ -63,7 +63,10 @@ class ProductFilterSet(filters.FilterSet):
     def filter_queryset(self, queryset: ProductQuerySet) -> ProductQuerySet:
         queryset = super().filter_queryset(queryset)
         # Ordering applies when the parameter is absent too (newest first).
-        return queryset.order_by(*ordering_terms(self.form.cleaned_data["ordering"]))
+        terms = ordering_terms(self.form.cleaned_data["ordering"])
+        if (self.form.cleaned_data.get("search") or "").strip():
+            return queryset.order_by_unindexed(*terms)
+        return queryset.order_by(*terms)
 
     def filter_category(
         self, queryset: ProductQuerySet, name: str, value: str

@@ -181,6 +181,44 @@ def test_search_uses_the_trigram_and_full_text_indexes():
     assert "Seq Scan on catalog_product" not in plan
 
 
+def test_search_page_sorts_the_matches_instead_of_walking_an_ordered_index():
+    ProductFactory.create_batch(3)
+    queryset = (
+        Product.objects.for_api()
+        .active()
+        .search("zebra")
+        .order_by_unindexed("-created_at", "-id")[:20]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        plan = queryset.explain()
+    assert "Sort Key: ((catalog_product.created_at + " in plan
+    assert "Index Scan using catalog_product_active_new" not in plan
+    assert "Index Scan using catalog_product_created" not in plan
+
+
+@pytest.mark.parametrize("ordering", ["", "-price", "name"])
+def test_search_results_page_by_cursor_and_offset_alike(api_client, ordering):
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(7):
+        ProductFactory(
+            name=f"Walnut thing {i}",
+            price=Decimal(i % 3),
+            created_at=now + timedelta(hours=i),
+        )
+    ProductFactory(name="Oak thing")
+    params = {"search": "walnut", "ordering": ordering}
+    expected = ids(api_client.get(LIST, {**params, "limit": 100}))
+    assert len(expected) == 7
+    seen: list[int] = []
+    page = api_client.get(LIST, {**params, "cursor": "", "limit": 3}).json()
+    seen.extend(ids_of(page))
+    while page["next"]:
+        page = api_client.get(page["next"]).json()
+        seen.extend(ids_of(page))
+    assert seen == expected
+
+
 @pytest.mark.parametrize(
     ("ordering", "field", "reverse"),
     [
