@@ -84,7 +84,7 @@ def column_chart(points: list[tuple[datetime.date, int]]) -> dict[str, Any]:
     labels = [
         {"x": round(b.x + b.width / 2, 1), "text": b.label[5:]}
         for i, b in enumerate(bars)
-        if i % 7 == 0 or i == len(bars) - 1
+        if (len(bars) - 1 - i) % 7 == 0
     ]
     return {
         "width": CHART_WIDTH,
@@ -96,6 +96,7 @@ def column_chart(points: list[tuple[datetime.date, int]]) -> dict[str, Any]:
         "axis_right": CHART_WIDTH - 8,
         "label_y": CHART_HEIGHT - 6,
         "total": sum(v for _, v in points),
+        "total_text": f"{sum(v for _, v in points):,}",
     }
 
 
@@ -123,6 +124,57 @@ def row_chart(rows: list[tuple[str, Decimal | int]], *, money: bool) -> dict[str
         "bars": bars,
         "label_x": LABEL_WIDTH - 8,
     }
+
+
+def _grouped(value: int) -> str:
+    return f"{value:,}"
+
+
+def _compact_money(value: Decimal | None) -> str:
+    """Return *value* shortened for a tile (12.3 M); the title shows it exactly."""
+    if value is None:
+        return "–"
+    for limit, suffix in ((Decimal(10**9), " bn"), (Decimal(10**6), " M")):
+        if abs(value) >= limit:
+            return f"{value / limit:,.1f}{suffix}"
+    return f"{value:,.2f}"
+
+
+def kpi_tiles(figures: dict[str, Any], *, signups: int, products: int) -> list[dict]:
+    """Return the KPI tiles: label, shown value, exact value and a note."""
+    totals = figures["totals"]
+    days = figures["period"]["days"]
+    low = figures["low_stock"]
+    tiles = [
+        ("Users", _grouped(totals["users"]), f"{totals['active_users']:,} active"),
+        (
+            "Products",
+            _grouped(totals["products"]),
+            f"{totals['active_products']:,} on sale",
+        ),
+        ("Categories", _grouped(totals["categories"]), ""),
+        (
+            "Stock value",
+            _compact_money(totals["stock_value"]),
+            f"{totals['stock_units']:,} units",
+        ),
+        ("Average price", _compact_money(totals["average_price"]), ""),
+        (f"Sign-ups, {days} days", _grouped(signups), ""),
+        (f"New products, {days} days", _grouped(products), ""),
+        (
+            "Low stock",
+            _grouped(totals["low_stock_products"]),
+            f"on sale, stock ≤ {low['threshold']}",
+        ),
+    ]
+    exact = {
+        "Stock value": f"{totals['stock_value']:,}",
+        "Average price": f"{totals['average_price'] or 0:,}",
+    }
+    return [
+        {"label": label, "value": value, "note": note, "title": exact.get(label, value)}
+        for label, value, note in tiles
+    ]
 
 
 def cached_figures() -> dict[str, Any]:
@@ -153,8 +205,9 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "title": "Analytics dashboard",
         "figures": figures,
         "totals": figures["totals"],
-        "signups_chart": signups,
-        "products_chart": products,
+        "kpis": kpi_tiles(
+            figures, signups=signups["total"], products=products["total"]
+        ),
         "column_charts": [
             {**signups, "heading": "Sign-ups per day", "css": "bar"},
             {**products, "heading": "New products per day", "css": "bar-alt"},

@@ -67,6 +67,9 @@ def dashboard(
         .annotate(
             products=Count("pk"),
             active_products=Count("pk", filter=Q(is_active=True)),
+            low_stock=Count(
+                "pk", filter=Q(is_active=True, stock__lte=low_stock_threshold)
+            ),
             price_sum=Sum("price"),
             stock_value=Sum(F("price") * F("stock"), output_field=_MONEY),
             stock_units=Sum("stock"),
@@ -81,6 +84,7 @@ def dashboard(
                 **category,
                 "products": count,
                 "active_products": row.get("active_products", 0),
+                "low_stock_products": row.get("low_stock", 0),
                 "average_price": _money(row["price_sum"] / count) if count else None,
                 "stock_value": _money(row.get("stock_value")),
                 "stock_units": row.get("stock_units") or 0,
@@ -106,6 +110,7 @@ def dashboard(
             "products": products,
             "active_products": sum(c["active_products"] for c in categories),
             "categories": len(categories),
+            "low_stock_products": sum(c["low_stock_products"] for c in categories),
             "stock_units": sum(c["stock_units"] for c in categories),
             "stock_value": _money(sum((c["stock_value"] for c in categories), 0)),
             "average_price": _money(price_sum / products) if products else None,
