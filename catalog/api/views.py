@@ -140,9 +140,10 @@ class CategoryViewSet(
     list=extend_schema(
         summary="List products (public)",
         description="Inactive products are listed for staff only. `count` is "
-        "exact up to 10,000 matches and PostgreSQL's estimate beyond. Send "
-        "`cursor=` (empty) for keyset pages without a count, stable under "
-        "inserts and fast at any depth.",
+        "exact up to 1,000 matches and PostgreSQL's estimate beyond (never "
+        "below what the page saw); `next` is exact either way. Send `cursor=` "
+        "(empty) for keyset pages without a count, stable under inserts and "
+        "fast at any depth.",
     ),
     retrieve=extend_schema(
         summary="Get a product (public; inactive ones for staff only)",

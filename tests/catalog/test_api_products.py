@@ -278,6 +278,26 @@ def test_count_is_exact_up_to_the_cap_then_the_planner_estimate(
     assert len(page["results"]) == 8
 
 
+def test_next_links_reach_the_last_row_whatever_the_estimate(api_client, monkeypatch):
+    monkeypatch.setattr(pagination, "COUNT_EXACT_UP_TO", 2)
+    # An estimate far below the truth must not hide rows: next comes from
+    # reading one row past the page, and the last page knows the exact count.
+    monkeypatch.setattr(pagination, "planned_row_count", lambda queryset: 3)
+    category = CategoryFactory()
+    expected = {p.pk for p in ProductFactory.create_batch(8, category=category)}
+    seen: list[int] = []
+    page = api_client.get(LIST, {"category": category.pk, "limit": 3}).json()
+    assert page["count"] == 4
+    while True:
+        seen.extend(ids_of(page))
+        if not page["next"]:
+            break
+        page = api_client.get(page["next"]).json()
+    assert len(seen) == len(expected)
+    assert set(seen) == expected
+    assert page["count"] == 8
+
+
 def test_cursor_pages_have_no_count_and_walk_back(api_client):
     products = ProductFactory.create_batch(5)
     newest_first = sorted(products, key=lambda p: (p.created_at, p.pk), reverse=True)
