@@ -13,7 +13,9 @@ import csv
 import itertools
 import json
 import os
+import queue
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -83,7 +85,7 @@ def detect_format(path: str, fmt: str | None) -> str:
     """Return 'csv' or 'jsonl' from *fmt* or the file extension."""
     if fmt:
         return fmt
-    name = path.lower().removesuffix(".gz")
+    name = path.lower()
     if name.endswith(".csv"):
         return "csv"
     if name.endswith((".jsonl", ".ndjson", ".json")):
@@ -421,6 +423,60 @@ def copy_rows(
             write_row(row)
 
 
+class Prefetcher:
+    """Run an iterator in a background thread, a few items ahead of its consumer.
+
+    Parsing and validating the next batch (pure Python) then overlaps the
+    database work on the current one, which releases the GIL while it waits.
+    An exception raised by the iterator is re-raised to the consumer in order.
+    """
+
+    _DONE = object()
+
+    def __init__(self, iterator: Iterator[Any], *, depth: int = 2) -> None:
+        self._queue: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(
+            maxsize=depth
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(iterator,), name="bulkio-prefetch", daemon=True
+        )
+        self._thread.start()
+
+    def _put(self, item: tuple[Any, BaseException | None]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def _run(self, iterator: Iterator[Any]) -> None:
+        try:
+            for item in iterator:
+                if not self._put((item, None)):
+                    return
+        except BaseException as exc:  # handed over to the consumer thread
+            self._put((None, exc))
+            return
+        self._put((self._DONE, None))
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            item, error = self._queue.get()
+            if error is not None:
+                raise error
+            if item is self._DONE:
+                return
+            yield item
+
+    def close(self) -> None:
+        """Stop the background thread (it may be blocked reading standard input)."""
+        self._stop.set()
+        self._thread.join(timeout=1)
+
+
 class _StrictStop(Exception):
     def __init__(self, rejection: Rejection) -> None:
         self.rejection = rejection
@@ -431,8 +487,6 @@ class ImportCommand(BaseCommand):
 
     columns: ClassVar[Sequence[str]] = ()
     required: ClassVar[Sequence[str]] = ()
-    key: ClassVar[str] = ""
-    cache_namespaces: ClassVar[Sequence[str]] = ()
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="CSV or JSON Lines file; '-' reads stdin.")
@@ -463,9 +517,13 @@ class ImportCommand(BaseCommand):
         )
 
     # Hooks for the concrete commands.
-    def prepare(self, records: Sequence[Record]) -> tuple[list[Any], list[Rejection]]:
-        """Validate a batch (outside any transaction); return rows and rejections."""
+    def validate(self, records: Sequence[Record]) -> tuple[list[Any], list[Rejection]]:
+        """Check a batch in pure Python (no database: runs in the reader thread)."""
         raise NotImplementedError
+
+    def prepare(self, items: list[Any]) -> tuple[list[Any], list[Rejection]]:
+        """Resolve validated items against the database, before the transaction."""
+        return items, []
 
     def upsert(self, rows: list[Any]) -> UpsertResult:
         """Write a prepared batch inside its transaction."""
@@ -503,9 +561,10 @@ class ImportCommand(BaseCommand):
         )
         dry_run, strict = options["dry_run"], options["strict"]
         failure: str | None = None
+        batches = Prefetcher(self._checked_batches(reader, batch_size))
         try:
-            for batch in itertools.batched(reader, batch_size):
-                self._run_batch(batch, stats, rejects, dry_run=dry_run, strict=strict)
+            for batch in batches:
+                self._run_batch(*batch, stats, rejects, dry_run=dry_run, strict=strict)
                 progress.update(stats.read, reader.bytes_read)
         except BulkFormatError as exc:
             failure = f"{options['file']}: {exc}"
@@ -523,6 +582,7 @@ class ImportCommand(BaseCommand):
                 " command to finish (rows are upserted, not duplicated)"
             )
         finally:
+            batches.close()
             progress.close()
             if rejects is not None:
                 rejects.close()
@@ -544,9 +604,28 @@ class ImportCommand(BaseCommand):
         """Return the command's name for the summary line."""
         return type(self).__module__.rsplit(".", 1)[-1]
 
+    def _checked_batches(
+        self, reader: RecordReader, batch_size: int
+    ) -> Iterator[tuple[Sequence[Record], list[Any], list[Rejection]]]:
+        for records in itertools.batched(reader, batch_size):
+            good: list[Record] = []
+            rejections: list[Rejection] = []
+            for record in records:
+                if "_row" in record.data:
+                    reason = record.data["_row"]
+                    rejections.append(
+                        Rejection(record.line, record.data, {"_row": [reason]})
+                    )
+                else:
+                    good.append(record)
+            items, more = self.validate(good)
+            yield records, items, rejections + more
+
     def _run_batch(
         self,
         records: Sequence[Record],
+        items: list[Any],
+        rejections: list[Rejection],
         stats: RunStats,
         rejects: RejectWriter | None,
         *,
@@ -554,20 +633,12 @@ class ImportCommand(BaseCommand):
         strict: bool,
     ) -> None:
         stats.read += len(records)
-        good: list[Record] = []
-        rejections: list[Rejection] = []
-        for record in records:
-            if "_row" in record.data:
-                rejections.append(
-                    Rejection(record.line, record.data, {"_row": [record.data["_row"]]})
-                )
-            else:
-                good.append(record)
         if strict and rejections:
+            rejections.sort(key=lambda r: r.line)
             raise _StrictStop(rejections[0])
         # Validation and slow work (password hashing) happen before the
         # transaction opens, so it never idles past idle_in_transaction timeout.
-        rows, more = self.prepare(good)
+        rows, more = self.prepare(items)
         rejections.extend(more)
         if strict and rejections:
             rejections.sort(key=lambda r: r.line)

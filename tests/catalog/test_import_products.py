@@ -497,3 +497,15 @@ def test_jsonl_rows_of_the_wrong_shape_are_rejected_not_crashed(tmp_path):
         " required.",
     ]
     assert list(Product.objects.values_list("sku", flat=True)) == ["W-1"]
+
+
+def test_malformed_line_mid_file_keeps_the_batches_before_it(tmp_path):
+    owner = UserFactory()
+    text = rows_csv(owner.email, 4).encode() + b"X-1,A\x00B,1,c,x,1,,true\n"
+    path = write(tmp_path, "p.csv", text + rows_csv(owner.email, 3).encode())
+
+    message, out, _ = run_failing(str(path), "--batch-size", "2")
+
+    assert message == f"{path}: line 6: contains a NUL byte; is this a binary file?"
+    assert summary(out)["created"] == "4"
+    assert Product.objects.count() == 4

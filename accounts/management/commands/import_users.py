@@ -43,10 +43,9 @@ class Command(ImportCommand):
     def row_key(self, row: Any) -> Any:
         return row["email"].lower()
 
-    def prepare(self, records: Sequence[Record]) -> tuple[list[Any], list[Rejection]]:
-        """Validate rows, check usernames in one query, hash plain passwords."""
-        rows: list[dict[str, Any]] = []
-        lines: list[Record] = []
+    def validate(self, records: Sequence[Record]) -> tuple[list[Any], list[Rejection]]:
+        """Check rows with the API's rules (email, username, password)."""
+        items: list[tuple[dict[str, Any], Record]] = []
         rejections: list[Rejection] = []
         for record in records:
             data = record.data
@@ -73,8 +72,14 @@ class Command(ImportCommand):
                 continue
             if password_hash:
                 cleaned["password_hash"] = password_hash
-            rows.append(cleaned)
-            lines.append(record)
+            items.append((cleaned, record))
+        return items, rejections
+
+    def prepare(self, items: list[Any]) -> tuple[list[Any], list[Rejection]]:
+        """Check usernames in one query, then hash plain-text passwords."""
+        rows = [cleaned for cleaned, _ in items]
+        lines = [record for _, record in items]
+        rejections: list[Rejection] = []
         taken = users_claim_usernames(rows=rows)
         for index, errors in taken.items():
             rejections.append(Rejection(lines[index].line, lines[index].data, errors))

@@ -97,8 +97,8 @@ class Command(ImportCommand):
     def row_key(self, row: Any) -> Any:
         return row[0]["sku"]
 
-    def prepare(self, records: Sequence[Record]) -> tuple[list[Any], list[Rejection]]:
-        """Validate rows and map owner emails to ids (one query)."""
+    def validate(self, records: Sequence[Record]) -> tuple[list[Any], list[Rejection]]:
+        """Check rows with the API's rules; categories and owners by name only."""
         pending: list[tuple[dict[str, Any], Record, str, str]] = []
         rejections: list[Rejection] = []
         owner_cache: dict[Any, tuple[str | None, str | None]] = {}
@@ -132,10 +132,14 @@ class Command(ImportCommand):
                     cleaned.pop(name, None)
             cleaned.pop("category_id", None)
             pending.append((cleaned, record, slug, email))
+        return pending, rejections
 
-        owners = self._owner_ids({email for *_, email in pending})
+    def prepare(self, items: list[Any]) -> tuple[list[Any], list[Rejection]]:
+        """Map owner emails to ids in one query; reject unknown owners."""
+        rejections: list[Rejection] = []
+        owners = self._owner_ids({email for *_, email in items})
         rows: list[Any] = []
-        for cleaned, record, slug, email in pending:
+        for cleaned, record, slug, email in items:
             if email in owners:
                 cleaned["owner_id"] = owners[email]
                 rows.append((cleaned, slug))
