@@ -729,3 +729,12 @@ def test_admin_user_action_and_import_show_at_once(
             {"action": "deactivate_users", "_selected_action": [user.pk]},
         )
     assert viewer.get(user_url(user)).status_code == 404
+
+
+def test_seed_demo_shows_at_once(api_client, django_capture_on_commit_callbacks):
+    assert cached(api_client, LIST_URL)["count"] == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command(
+            "seed_demo", users=2, products=3, categories=1, seed=1, stdout=StringIO()
+        )
+    assert fresh(api_client, LIST_URL).json()["count"] == 3

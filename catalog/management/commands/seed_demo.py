@@ -13,6 +13,12 @@ from django.utils.text import slugify
 
 from accounts.models import User
 from config.bulkio import copy_rows
+from config.cache import (
+    NAMESPACE_CATALOG,
+    bump_namespace,
+    cache_namespaces_for_user_write,
+)
+from config.cache import NAMESPACE_CATALOG, NAMESPACE_USERS, bump_namespace
 
 CATEGORY_NAMES = [
     "Electronics",
@@ -293,7 +299,7 @@ class Command(BaseCommand):
         password_hash = make_password(password) if password else None
 
         with transaction.atomic():
-            category_ids = self._seed_categories(categories, now)
+            category_ids, new_categories = self._seed_categories(categories, now)
         new_users = 0
         for start in range(0, users, CHUNK_ROWS):
             with transaction.atomic():
@@ -324,6 +330,12 @@ class Command(BaseCommand):
             with connection.cursor() as cursor:
                 cursor.execute("ANALYZE accounts_user")
                 cursor.execute("ANALYZE catalog_product")
+        if new_users:
+            bump_namespace(*cache_namespaces_for_user_write(created=True))
+        if new_products or new_categories:
+            bump_namespace(NAMESPACE_CATALOG)
+            # COPY sends no signal: refresh cached reads (every batch has committed).
+            bump_namespace(NAMESPACE_CATALOG, NAMESPACE_USERS)
         seconds = time.monotonic() - started
         if options["verbosity"] >= 1:
             login = (
@@ -338,7 +350,7 @@ class Command(BaseCommand):
                 self.style.SUCCESS,
             )
 
-    def _seed_categories(self, count: int, now: datetime) -> list[int]:
+    def _seed_categories(self, count: int, now: datetime) -> tuple[list[int], int]:
         names = []
         for i in range(count):
             base = CATEGORY_NAMES[i % len(CATEGORY_NAMES)]
@@ -346,7 +358,7 @@ class Command(BaseCommand):
             names.append(base if round_ == 0 else f"{base} {round_ + 1}")
         slugs = [slugify(name) for name in names]
         if not names:
-            return []
+            return [], 0
         with connection.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO catalog_category (name, slug, created_at, updated_at)"
@@ -354,11 +366,12 @@ class Command(BaseCommand):
                 " ON CONFLICT (slug) DO NOTHING",
                 [now - TWO_YEARS, now, names, slugs],
             )
+            created = cursor.rowcount
             cursor.execute(
                 "SELECT slug, id FROM catalog_category WHERE slug = ANY(%s)", [slugs]
             )
             ids = dict(cursor.fetchall())
-        return [ids[slug] for slug in slugs]
+        return [ids[slug] for slug in slugs], created
 
     def _owner_ids(self, users: int) -> list[int]:
         with connection.cursor() as cursor:
