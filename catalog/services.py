@@ -146,14 +146,12 @@ def products_bulk_create(*, owner: User, items: Sequence[Any]) -> list[int]:
     if errors:
         raise ItemErrors(_as_list(errors))
 
-    products = [Product(owner=owner, **row) for row in rows]
     try:
         with transaction.atomic():
-            Product.objects.bulk_create(products)
+            return Product.objects.insert_rows(rows=rows, owner_id=owner.pk)
     except IntegrityError as exc:
         # A concurrent writer took a SKU or removed a category after the checks.
         raise ItemErrors([], detail=CONCURRENT_CONFLICT) from exc
-    return [product.pk for product in products]
 
 
 @transaction.atomic
