@@ -10,7 +10,7 @@ from accounts.validation import normalize_email
 from catalog.services import UPSERT_OPTIONAL_FIELDS, categories_ensure, products_upsert
 from catalog.validation import MSG_BLANK, MSG_REQUIRED, MSG_SLUG, clean_product
 from config.bulkio import ImportCommand, Record, Rejection, UpsertResult
-from config.cache import bump_on_commit
+from config.cache import NAMESPACE_CATALOG, bump_on_commit
 from config.metrics import BULK_ROWS_WRITTEN
 
 CATEGORY_SLUG_MAX_LENGTH = 100
@@ -157,7 +157,7 @@ class Command(ImportCommand):
             cleaned["category_id"] = categories[slug]
         result = products_upsert(rows=[cleaned for cleaned, _ in rows])
         if not self.options["dry_run"] and (result.created or result.updated):
-            bump_on_commit("catalog")
+            bump_on_commit(NAMESPACE_CATALOG)
             created, updated = result.created, result.updated
             BULK_ROWS_WRITTEN.labels(model="product", operation="create").inc(created)
             BULK_ROWS_WRITTEN.labels(model="product", operation="update").inc(updated)
