@@ -194,4 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         context,
     )
     _log(f"wrote {args.output}")
+    if runner.reseed_needed:
+        _log("restoring the seeded catalog for the next run (seed_demo)")
+        runner.restore(size)
     return 0

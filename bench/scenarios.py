@@ -80,6 +80,7 @@ class Runner:
         self._tokens: dict[str, str] = {}
         self._admin_cookie: str | None = None
         self._single_list_done = False
+        self.reseed_needed = False
 
     # --- plumbing -----------------------------------------------------------
 
@@ -735,6 +736,7 @@ class Runner:
                 ],
             )
         )
+        self.reseed_needed = True
         _truncate_products(stack)
         one = data.django_side(
             stack, "row-by-row", str(csv_path), str(self.options.row_sample)
@@ -779,11 +781,14 @@ class Runner:
                     notes=notes,
                 )
             )
-        # Imported rows carry new ids and today's created_at: put the seeded
-        # catalog back so the next run reuses the same data.
-        _truncate_products(stack)
-        data.seed(stack, size)
-        stack.flush_cache()
+
+    def restore(self, size: data.Size) -> None:
+        """Put the seeded catalog back after an import (new ids, today's dates)."""
+        if self.reseed_needed:
+            _truncate_products(self.stack)
+            data.seed(self.stack, size)
+            self.stack.flush_cache()
+            self.reseed_needed = False
 
     def _copy_plain(self, csv_path: Path, header: list[str]) -> float:
         """Return COPY's rows/s for *csv_path* into a typed table without indexes."""
