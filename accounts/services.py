@@ -419,6 +419,15 @@ def users_hash_passwords(*, rows: Sequence[dict[str, Any]]) -> None:
             row["password_hash"] = make_password(password)
 
 
+def _user_unchanged_sql(given: Sequence[str]) -> str:
+    # As for products: ON CONFLICT would lock identical rows; drop them first.
+    same = "".join(f" AND u.{c} IS NOT DISTINCT FROM s.{c}" for c in given)
+    return (
+        f"DELETE FROM {_USER_STAGE} s USING accounts_user u"  # noqa: S608
+        f" WHERE s.grp = %s AND lower(u.email) = lower(s.email){same}"
+    )
+
+
 def _user_merge_sql(given: Sequence[str]) -> str:
     columns = ", ".join(_USER_COLUMNS)
     insert = (
@@ -502,6 +511,7 @@ def users_upsert(*, rows: Sequence[dict[str, Any]]) -> UpsertResult:
     deactivated: list[int] = []
     with connection.cursor() as cursor:
         for grp, (given, group) in enumerate(groups.items()):
+            cursor.execute(_user_unchanged_sql(given), [grp])
             cursor.execute(_user_merge_sql(given), [grp])
             created, written, inactive = cursor.fetchone()
             result += UpsertResult(created, written - created, len(group) - written)
