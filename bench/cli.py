@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import subprocess
 import sys
@@ -133,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         dashboard_samples=args.dashboard_samples,
         row_sample=args.row_sample,
     )
+    load_before = os.getloadavg()[0]
+    started = time.monotonic()
     data.prepare(stack, size, log=_log)
     stack.flush_cache()
     runner = Runner(stack, options, _log)
@@ -185,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Load: wrk -t1 -c{args.connections} (admin -c{args.admin_connections}), "
         f"{args.duration} s per run, median of {args.repeat} runs; wrk shares the "
         "machine's cores with the server.",
+        f"Machine: {os.cpu_count()} cores; 1-minute load average {load_before:.1f} "
+        f"at the start, {os.getloadavg()[0]:.1f} at the end; "
+        f"{(time.monotonic() - started) / 60:.0f} min.",
     ]
     print(render_text(runner.rows))
     write_markdown(

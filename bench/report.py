@@ -95,7 +95,7 @@ def write_markdown(
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {platform.machine()}, Python {platform.python_version()}.",
+        f"Python {platform.python_version()} on {platform.machine()}.",
         *[f"{line}" for line in context],
         "",
         render_markdown(rows),
