@@ -563,9 +563,17 @@ class ImportCommand(BaseCommand):
         failure: str | None = None
         batches = Prefetcher(self._checked_batches(reader, batch_size))
         try:
-            for batch in batches:
-                self._run_batch(*batch, stats, rejects, dry_run=dry_run, strict=strict)
-                progress.update(stats.read, reader.bytes_read)
+            for records, items, rejections, position in batches:
+                self._run_batch(
+                    records,
+                    items,
+                    rejections,
+                    stats,
+                    rejects,
+                    dry_run=dry_run,
+                    strict=strict,
+                )
+                progress.update(stats.read, position)
         except BulkFormatError as exc:
             failure = f"{options['file']}: {exc}"
         except _StrictStop as stop:
@@ -606,7 +614,8 @@ class ImportCommand(BaseCommand):
 
     def _checked_batches(
         self, reader: RecordReader, batch_size: int
-    ) -> Iterator[tuple[Sequence[Record], list[Any], list[Rejection]]]:
+    ) -> Iterator[tuple[Sequence[Record], list[Any], list[Rejection], int]]:
+        """Yield each batch with its validation and the bytes read up to its end."""
         for records in itertools.batched(reader, batch_size):
             good: list[Record] = []
             rejections: list[Rejection] = []
@@ -619,7 +628,7 @@ class ImportCommand(BaseCommand):
                 else:
                     good.append(record)
             items, more = self.validate(good)
-            yield records, items, rejections + more
+            yield records, items, rejections + more, reader.bytes_read
 
     def _run_batch(
         self,
