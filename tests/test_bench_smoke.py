@@ -3,11 +3,14 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.conf import settings
 
 from bench.cli import parse_args
+from bench.client import Client, admin_session_cookie, jwt_access_token
 from bench.report import Row, render_markdown, render_text
 from bench.scenarios import target
 from bench.wrk import run_wrk
+from tests.factories import TEST_PASSWORD, ProductFactory
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -74,3 +77,26 @@ def test_unknown_group_is_refused():
     with pytest.raises(SystemExit):
         parse_args(["--only", "admin,nonsense"])
     assert parse_args(["--only", "ping,cache"]).groups == ["cache"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_harness_signs_in_to_the_api_and_the_admin(live_server, admin_user):
+    product = ProductFactory()
+    client = Client(live_server.url)
+    token = jwt_access_token(
+        client, settings.API_PREFIX, admin_user.email, TEST_PASSWORD
+    )
+    detail = client.get(
+        f"{settings.API_PREFIX}/products/{product.pk}/",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert detail.status == 200
+    assert detail.server_s is not None
+
+    cookie = admin_session_cookie(client, admin_user.email, TEST_PASSWORD)
+    page = client.get(
+        f"/admin/catalog/product/{product.pk}/change/", headers={"Cookie": cookie}
+    )
+    assert page.status == 200
+    assert product.sku.encode() in page.body
+    client.close()
