@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                 _guard(runner, group, steps[group])
         if "products" in args.groups and "cache" not in args.groups:
             _guard(runner, "product list uncached", runner.product_list_uncached)
+        if set(args.groups) & set(SERVER_GROUPS):
+            _guard(runner, "ping again", runner.ping_again)
     if "gunicorn" in args.groups:
         _guard(runner, "gunicorn", lambda: runner.gunicorn_workers([sync, gthread]))
     if "import" in args.groups:

@@ -305,6 +305,11 @@ class Runner:
         self.ping_seq = seq.rate
         seq.ratio = 1.0
 
+    def ping_again(self) -> None:
+        """Measure ping once more: its ratio to the first shows the run's drift."""
+        row = self.load("ping again (drift check)", ["/healthz"])
+        row.notes.append("x ping near 1.00 means a steady machine")
+
     def admin(self) -> None:
         """Time the product changelist, both searches and the change form as staff."""
         sample = self.sample
