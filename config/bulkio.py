@@ -32,8 +32,6 @@ BOM = b"\xef\xbb\xbf"
 MAX_LINE_BYTES = 16 * 1024 * 1024
 DEFAULT_BATCH_SIZE = 5000
 
-csv.field_size_limit(MAX_LINE_BYTES)
-
 
 class BulkFormatError(Exception):
     """The input cannot be read as the expected format (one-line message)."""
@@ -123,12 +121,13 @@ class LineReader:
                     f"line {self.line}: contains a NUL byte; is this a binary file?"
                 )
             try:
-                yield raw.decode("utf-8")
+                text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise BulkFormatError(
                     f"line {self.line}: not valid UTF-8 text"
                     f" (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
                 ) from None
+            yield text
 
 
 class RecordReader:
@@ -176,6 +175,8 @@ class RecordReader:
             )
 
     def _csv(self) -> Iterator[Record]:
+        # Long descriptions are legitimate; the line cap guards against binaries.
+        csv.field_size_limit(MAX_LINE_BYTES)
         reader = csv.reader(iter(self.lines), strict=True)
         header: list[str] | None = None
         while True:
@@ -200,10 +201,10 @@ class RecordReader:
                 self._check_columns(header, start)
                 continue
             if len(values) != len(header):
-                yield Record(
-                    start,
-                    {"_row": (f"expected {len(header)} fields, found {len(values)}")},
-                )
+                # Kept with the reason, so --errors still holds what was there.
+                partial = dict(zip(header, values, strict=False))
+                reason = f"expected {len(header)} fields, found {len(values)}"
+                yield Record(start, {**partial, "_row": reason})
                 continue
             yield Record(
                 start,
@@ -244,7 +245,7 @@ class RecordReader:
                     parts.append(f"unknown key(s) {', '.join(unknown)}")
                 if missing:
                     parts.append(f"missing key(s) {', '.join(missing)}")
-                yield Record(line, {"_row": "; ".join(parts)})
+                yield Record(line, {**obj, "_row": "; ".join(parts)})
                 continue
             yield Record(line, obj)
 
@@ -354,12 +355,12 @@ class Progress:
         self.started = time.monotonic()
         self._last = 0.0
 
-    def update(self, rows: int, bytes_read: int, *, force: bool = False) -> None:
+    def update(self, rows: int, bytes_read: int) -> None:
         """Redraw the bar at most every INTERVAL seconds."""
         if not self.enabled:
             return
         now = time.monotonic()
-        if not force and now - self._last < self.INTERVAL:
+        if now - self._last < self.INTERVAL:
             return
         self._last = now
         elapsed = max(now - self.started, 1e-6)
@@ -544,12 +545,17 @@ class ImportCommand(BaseCommand):
         self.verbosity = options["verbosity"]
         fmt = detect_format(options["file"], options["format"])
         self.check_options(options)
-        stream, size = open_input(options["file"])
         rejects = (
             RejectWriter(options["errors"], fmt=fmt, columns=self.columns)
             if options["errors"]
             else None
         )
+        try:
+            stream, size = open_input(options["file"])
+        except CommandError:
+            if rejects is not None:
+                rejects.close()
+            raise
         reader = RecordReader(
             stream, fmt=fmt, columns=self.columns, required=self.required
         )

@@ -227,20 +227,23 @@ def test_errors_file_can_be_fixed_and_fed_back(tmp_path):
         "p.csv",
         HEADER
         + f"E-1,Good,1.00,c,{owner.email},1,,true\n"
-        + f"E-2,Bad,-3,c,{owner.email},1,Keep me,true\n",
+        + f"E-2,Bad,-3,c,{owner.email},1,Keep me,true\n"
+        + "E-3,Short,2.00\n",
     )
     errors = tmp_path / "errors.csv"
 
     message, _, _ = run_failing(str(path), "--errors", str(errors))
 
-    assert message == f"1 row(s) rejected; see {errors}"
+    assert message == f"2 row(s) rejected; see {errors}"
     content = errors.read_text(encoding="utf-8")
+    assert 'E-3,Short,,,2.00,,,,,4,"expected 8 fields, found 3"' in content
     assert content.splitlines()[0] == (
         "sku,name,slug,description,price,stock,is_active,category,owner,_line,_errors"
     )
     assert "E-2,Bad,,Keep me,-3,1,true,c," in content
     assert ",3,price: Price must be greater than or equal to 0." in content
-    errors.write_text(content.replace(",-3,", ",3.00,"), encoding="utf-8")
+    fixed = content.replace(",-3,", ",3.00,").splitlines()[:2]
+    errors.write_text("\n".join(fixed) + "\n", encoding="utf-8")
 
     out, _ = run(str(errors))
 
