@@ -6,7 +6,7 @@ from io import StringIO
 import pytest
 from django.core.cache import cache, caches
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import timezone
@@ -738,3 +738,36 @@ def test_seed_demo_shows_at_once(api_client, django_capture_on_commit_callbacks)
             "seed_demo", users=2, products=3, categories=1, seed=1, stdout=StringIO()
         )
     assert fresh(api_client, LIST_URL).json()["count"] == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_misses_on_the_dashboard_compute_it_once(auth_client, monkeypatch):
+    import catalog.api.dashboard as view_module
+
+    staff_member = UserFactory(staff=True)
+    clients = [auth_client(staff_member) for _ in range(4)]
+    computed = []
+    real = view_module.dashboard
+
+    def slow_dashboard():
+        computed.append(1)
+        time.sleep(0.3)  # long enough for every other request to miss meanwhile
+        return real()
+
+    monkeypatch.setattr(view_module, "dashboard", slow_dashboard)
+    start = threading.Barrier(len(clients))
+    answers = []
+
+    def read(client):
+        start.wait()
+        response = client.get(reverse("api:analytics-dashboard"))
+        answers.append((response.status_code, response["X-Cache"]))
+        connection.close()
+
+    threads = [threading.Thread(target=read, args=(c,)) for c in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(computed) == 1
+    assert sorted(answers) == [(200, "HIT")] * 3 + [(200, "MISS")]
