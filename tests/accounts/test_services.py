@@ -126,6 +126,34 @@ def test_user_register_hashes_the_password_and_rejects_duplicates():
     assert "email" in excinfo.value.message_dict
 
 
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_registrations_of_one_email_in_two_cases_let_one_win():
+    barrier = threading.Barrier(2)
+    results: list[str] = []
+
+    def register(email: str) -> None:
+        barrier.wait()
+        try:
+            user_register(email=email, password=STRONG)
+            results.append("created")
+        except ValidationError as exc:
+            results.append(",".join(exc.message_dict))
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=register, args=(email,))
+        for email in ("race@example.com", "RACE@example.com")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(results) == ["created", "email"]
+    assert User.objects.filter(email__iexact="race@example.com").count() == 1
+
+
 @pytest.mark.django_db
 def test_user_update_rejects_a_taken_username():
     first = UserFactory()
