@@ -771,3 +771,17 @@ def test_concurrent_misses_on_the_dashboard_compute_it_once(auth_client, monkeyp
         thread.join()
     assert len(computed) == 1
     assert sorted(answers) == [(200, "HIT")] * 3 + [(200, "MISS")]
+
+
+def test_hits_and_misses_are_counted(api_client, item):
+    from prometheus_client import REGISTRY
+
+    def count(name: str) -> float:
+        labels = {"namespace": "catalog,owners"}
+        return REGISTRY.get_sample_value(f"{name}_total", labels) or 0.0
+
+    hits, misses = count("app_cache_hits"), count("app_cache_misses")
+    api_client.get(detail_url(item))
+    api_client.get(detail_url(item))
+    assert count("app_cache_misses") == misses + 1
+    assert count("app_cache_hits") == hits + 1
