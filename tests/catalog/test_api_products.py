@@ -535,20 +535,16 @@ def test_etag_changes_when_an_admin_action_deactivates(
     assert client.get(detail(product))["ETag"] != etag
 
 
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_patches_of_different_fields_both_land(auth_client, user):
-    product = ProductFactory(owner=user, price=Decimal("1.00"), stock=1)
-    clients = [auth_client(user), auth_client(user)]
-    bodies = [{"price": "9.99"}, {"stock": 42}]
-    barrier = threading.Barrier(2)
+def patch_concurrently(clients, url: str, bodies: list[dict], **headers) -> list[int]:
+    """PATCH *url* with each body from its own thread (and connection) at once."""
+    barrier = threading.Barrier(len(bodies))
     statuses: list[int] = []
 
     def patch(client, body):
         try:
             barrier.wait()
-            statuses.append(
-                client.patch(detail(product), body, format="json").status_code
-            )
+            response = client.patch(url, body, format="json", **headers)
+            statuses.append(response.status_code)
         finally:
             connections.close_all()
 
@@ -560,9 +556,37 @@ def test_concurrent_patches_of_different_fields_both_land(auth_client, user):
         thread.start()
     for thread in threads:
         thread.join()
+    return sorted(statuses)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_patches_of_different_fields_both_land(auth_client, user):
+    product = ProductFactory(owner=user, price=Decimal("1.00"), stock=1)
+    clients = [auth_client(user), auth_client(user)]
+    statuses = patch_concurrently(
+        clients, detail(product), [{"price": "9.99"}, {"stock": 42}]
+    )
     assert statuses == [200, 200]
     product.refresh_from_db()
     assert (product.price, product.stock) == (Decimal("9.99"), 42)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_patches_with_the_same_if_match_let_exactly_one_win(
+    auth_client, user
+):
+    product = ProductFactory(owner=user, name="Original")
+    clients = [auth_client(user), auth_client(user)]
+    etag = clients[0].get(detail(product))["ETag"]
+    statuses = patch_concurrently(
+        clients,
+        detail(product),
+        [{"name": "First"}, {"name": "Second"}],
+        HTTP_IF_MATCH=etag,
+    )
+    assert statuses == [200, 412]
+    product.refresh_from_db()
+    assert product.name in {"First", "Second"}
 
 
 # --- Shared validation (the import command runs the same code) --------------
