@@ -40,9 +40,15 @@ def compute_etag(data: Any) -> str:
     return '"' + hashlib.blake2b(body.encode(), digest_size=16).hexdigest() + '"'
 
 
-def etag_matches(header: str, etag: str) -> bool:
-    """Return True if an If-Match / If-None-Match *header* names *etag* or is ``*``."""
+def etag_matches(header: str, etag: str, *, weak: bool = False) -> bool:
+    """Return True if an If-Match / If-None-Match *header* names *etag* or is ``*``.
+
+    If-Match compares strongly (a ``W/`` tag never matches); If-None-Match
+    compares weakly (``weak=True``), as RFC 9110 says.
+    """
     tags = parse_etags(header)
+    if weak:
+        tags = [tag.removeprefix("W/") for tag in tags]
     return "*" in tags or etag in tags
 
 
@@ -91,7 +97,7 @@ class ETagMixin:
         data = self.representation(instance)
         etag = compute_etag(data)
         if_none_match = request.headers.get("If-None-Match")
-        if if_none_match and etag_matches(if_none_match, etag):
+        if if_none_match and etag_matches(if_none_match, etag, weak=True):
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
         return Response(data, headers={"ETag": etag})
 

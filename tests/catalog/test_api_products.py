@@ -486,6 +486,20 @@ def test_detail_etag_is_strong_and_if_none_match_gives_304(api_client):
     assert again.status_code == 304
 
 
+def test_weak_if_match_never_matches(auth_client, user):
+    product = ProductFactory(owner=user, name="Original")
+    client = auth_client(user)
+    etag = client.get(detail(product))["ETag"]
+    response = client.patch(
+        detail(product), {"name": "X"}, format="json", HTTP_IF_MATCH=f"W/{etag}"
+    )
+    assert response.status_code == 412
+    response = client.patch(
+        detail(product), {"name": "Y"}, format="json", HTTP_IF_MATCH=f'"x", {etag}'
+    )
+    assert response.status_code == 200
+
+
 @pytest.mark.parametrize("method", ["patch", "put", "delete"])
 def test_write_with_fresh_if_match_succeeds(auth_client, user, method):
     product = ProductFactory(owner=user)
