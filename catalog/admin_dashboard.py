@@ -20,6 +20,7 @@ from config.cache import (
     get_or_compute,
     namespace_versions,
 )
+from config.db_router import primary_reads
 
 CHART_WIDTH = 640
 CHART_HEIGHT = 200
@@ -186,7 +187,12 @@ def cached_figures() -> dict[str, Any]:
     key = "analytics:dashboard:" + ":".join(
         [today, *(versions[name] for name in sorted(versions))]
     )
-    figures, _ = get_or_compute(key, dashboard, timeout=settings.CACHE_TTL)
+
+    def compute() -> dict[str, Any]:
+        with primary_reads():  # never cache a lagging replica's figures
+            return dashboard()
+
+    figures, _ = get_or_compute(key, compute, timeout=settings.CACHE_TTL)
     return figures
 
 

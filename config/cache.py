@@ -28,6 +28,7 @@ from django_prometheus.cache.backends.redis import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
 
+from config.db_router import primary_reads
 from config.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_MISSES
 
 if TYPE_CHECKING:
@@ -357,7 +358,10 @@ class CachedViewMixin:
         rendered: list[HttpResponseBase] = []
 
         def compute() -> tuple[int, bytes, dict[str, str]] | None:
-            response = handler(request, *args, **kwargs)
+            # A lagging replica would store pre-write data under the new
+            # version, stale until the next write: fill from the primary.
+            with primary_reads():
+                response = handler(request, *args, **kwargs)
             # Render now (finalize_response is idempotent; dispatch repeats it)
             # so the bytes can be stored.
             response = self.finalize_response(request, response, *args, **kwargs)  # type: ignore[attr-defined]

@@ -10,6 +10,8 @@ the task queue).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -28,6 +30,16 @@ _pinned_to_primary: ContextVar[bool] = ContextVar("pinned_to_primary", default=F
 def begin_request(method: str) -> None:
     """Start a request: unsafe methods read from the primary throughout."""
     _pinned_to_primary.set(method.upper() not in SAFE_METHODS)
+
+
+@contextmanager
+def primary_reads() -> Iterator[None]:
+    """Read from the primary inside the block (e.g. to fill a shared cache)."""
+    token = _pinned_to_primary.set(True)
+    try:
+        yield
+    finally:
+        _pinned_to_primary.reset(token)
 
 
 class PrimaryReplicaRouter:
