@@ -31,6 +31,7 @@ from accounts.tasks import send_password_reset_email, send_welcome_email
 from accounts.validation import USERNAME_MAX_LENGTH, clean_user, username_from_email
 from config.api.exceptions import BulkValidationError
 from config.bulkio import UpsertResult, copy_rows
+from config.cache import bump_on_commit, cache_namespaces_for_user_write
 from config.metrics import BULK_ROWS_WRITTEN, TASKS_ENQUEUED
 
 logger = logging.getLogger(__name__)
@@ -518,4 +519,7 @@ def users_upsert(*, rows: Sequence[dict[str, Any]]) -> UpsertResult:
             deactivated.extend(inactive)
     if deactivated:
         user_tokens_revoke(user_ids=deactivated)
+    if result.created or result.updated:
+        # Raw SQL sends no signal: refresh cached reads once this commits.
+        bump_on_commit(*cache_namespaces_for_user_write(created=not result.updated))
     return result

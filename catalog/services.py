@@ -17,6 +17,7 @@ from catalog.validation import (
     clean_product,
 )
 from config.bulkio import UpsertResult, copy_rows
+from config.cache import NAMESPACE_CATALOG, bump_on_commit
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -408,4 +409,7 @@ def products_upsert(*, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
             cursor.execute(_product_merge_sql(given), [grp])
             created, written = cursor.fetchone()
             result += UpsertResult(created, written - created, len(group) - written)
+    if result.created or result.updated:
+        # Raw SQL sends no signal: refresh cached reads once this commits.
+        bump_on_commit(NAMESPACE_CATALOG)
     return result

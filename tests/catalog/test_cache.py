@@ -805,3 +805,28 @@ def test_cache_fills_read_from_the_primary(api_client, replica_routing):
     response = api_client.get(detail_url(product))
     assert (response.status_code, response["X-Cache"]) == (200, "MISS")
     assert api_client.get(detail_url(product))["X-Cache"] == "HIT"
+
+
+def test_upsert_services_refresh_reads_whoever_calls_them(
+    api_client, auth_client, item, django_capture_on_commit_callbacks
+):
+    from accounts.services import users_upsert
+    from catalog.services import products_upsert
+
+    cached(api_client, detail_url(item))
+    row = {
+        "sku": item.sku,
+        "name": "Upserted lamp",
+        "price": Decimal("10.00"),
+        "category_id": item.category_id,
+        "owner_id": item.owner_id,
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        products_upsert(rows=[row])
+    assert fresh(api_client, detail_url(item)).json()["name"] == "Upserted lamp"
+
+    viewer = auth_client(UserFactory())
+    cached(viewer, user_url(item.owner))
+    with django_capture_on_commit_callbacks(execute=True):
+        users_upsert(rows=[{"email": item.owner.email, "username": "upserted"}])
+    assert fresh(viewer, user_url(item.owner)).json()["username"] == "upserted"
