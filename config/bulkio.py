@@ -418,7 +418,12 @@ def copy_rows(
 ) -> None:
     """Load *rows* into *table* with PostgreSQL COPY on the default connection."""
     statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
-    with connection.cursor() as cursor, cursor.copy(statement) as copy:
+    # COPY bypasses CursorWrapper.execute: map psycopg errors to Django's here.
+    with (
+        connection.wrap_database_errors,
+        connection.cursor() as cursor,
+        cursor.copy(statement) as copy,
+    ):
         write_row = copy.write_row
         for row in rows:
             write_row(row)

@@ -133,3 +133,18 @@ def test_products_without_any_user_is_a_command_error():
         seed("--users", "0", "--products", "10", "--categories", "2")
 
     assert not Product.objects.exists()
+
+
+def test_a_demo_username_already_taken_skips_that_user_only():
+    seed("--users", "2", "--products", "0", "--categories", "0")
+    first = User.objects.order_by("email").first()
+    username = first.username
+    User.objects.all().delete()
+    UserFactory(email="someone@else.example", username=username)
+
+    output = seed("--users", "2", "--products", "0", "--categories", "0")
+
+    assert "users_created=1" in output
+    assert User.objects.filter(username=username).get().email == (
+        "someone@else.example"
+    )

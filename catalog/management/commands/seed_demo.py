@@ -1,13 +1,14 @@
+import functools
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -255,6 +256,19 @@ def demo_sku(index: int) -> str:
     return f"DEMO-{index:07d}"
 
 
+class _Counter:
+    """Pass rows through, counting them."""
+
+    def __init__(self, rows: Iterator[tuple[Any, ...]]) -> None:
+        self.rows = rows
+        self.count = 0
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        for row in self.rows:
+            self.count += 1
+            yield row
+
+
 def _age(rng: random.Random) -> timedelta:
     # Squaring a uniform draw skews towards recent dates, like a growing shop:
     # about 20% of rows fall in the last 30 days, the rest over two years.
@@ -302,11 +316,15 @@ class Command(BaseCommand):
         new_users = 0
         for start in range(0, users, CHUNK_ROWS):
             with transaction.atomic():
-                rows = self._user_rows(
-                    start, min(start + CHUNK_ROWS, users), seed, now, password_hash
-                )
+                stop = min(start + CHUNK_ROWS, users)
                 new_users += self._insert(
-                    "accounts_user", "lower(email)", _USER_COLUMNS, rows
+                    "accounts_user",
+                    _USER_COLUMNS,
+                    functools.partial(
+                        self._user_rows, start, stop, seed, now, password_hash
+                    ),
+                    key="lower(email)",
+                    key_range=(demo_email(start), demo_email(stop - 1)),
                 )
         owner_ids = self._owner_ids(users) if products else []
         if products and not owner_ids:
@@ -314,16 +332,21 @@ class Command(BaseCommand):
         new_products = 0
         for start in range(0, products, CHUNK_ROWS):
             with transaction.atomic():
-                rows = self._product_rows(
-                    start,
-                    min(start + CHUNK_ROWS, products),
-                    seed,
-                    now,
-                    category_ids,
-                    owner_ids,
-                )
+                stop = min(start + CHUNK_ROWS, products)
                 new_products += self._insert(
-                    "catalog_product", "sku", _PRODUCT_COLUMNS, rows
+                    "catalog_product",
+                    _PRODUCT_COLUMNS,
+                    functools.partial(
+                        self._product_rows,
+                        start,
+                        stop,
+                        seed,
+                        now,
+                        category_ids,
+                        owner_ids,
+                    ),
+                    key="sku",
+                    key_range=(demo_sku(start), demo_sku(stop - 1)),
                 )
         if new_users or new_products:
             with connection.cursor() as cursor:
@@ -389,24 +412,44 @@ class Command(BaseCommand):
     def _insert(
         self,
         table: str,
-        conflict: str,
         columns: tuple[str, ...],
-        rows: Iterator[tuple[Any, ...]],
+        make_rows: Callable[[], Iterator[tuple[Any, ...]]],
+        *,
+        key: str,
+        key_range: tuple[str, str],
     ) -> int:
-        """COPY *rows* into a temporary twin of *table*, then add the new ones."""
-        stage = f"seed_{table}"
+        """Add the rows whose keys are not in *table* yet; return how many."""
         cols = ", ".join(columns)
         with connection.cursor() as cursor:
-            # Column types only: no defaults, so the id sequence is not consumed.
+            # Demo keys are fixed-width, so a chunk's keys sort inside this range.
+            cursor.execute(
+                f"SELECT EXISTS (SELECT 1 FROM {table}"  # noqa: S608
+                f" WHERE {key} BETWEEN %s AND %s)",
+                list(key_range),
+            )
+            fresh = not cursor.fetchone()[0]
+        if fresh:
+            # None exists yet: COPY straight into the table, the fastest path.
+            try:
+                with transaction.atomic():
+                    counted = _Counter(make_rows())
+                    copy_rows(table, columns, counted)
+                    return counted.count
+            except IntegrityError:
+                pass  # Taken meanwhile, or a demo username in use: go the safe way.
+        # Stage in a temporary twin (column types only, so no id is consumed)
+        # and add the rows that collide with no unique key.
+        stage = f"seed_{table}"
+        with connection.cursor() as cursor:
             cursor.execute(
                 f"CREATE TEMP TABLE {stage} AS SELECT {cols}"  # noqa: S608
                 f" FROM {table} WITH NO DATA"
             )
-        copy_rows(stage, columns, rows)
+        copy_rows(stage, columns, make_rows())
         with connection.cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage}"  # noqa: S608
-                f" ON CONFLICT ({conflict}) DO NOTHING"
+                " ON CONFLICT DO NOTHING"
             )
             inserted = cursor.rowcount
             cursor.execute(f"DROP TABLE {stage}")
