@@ -377,7 +377,11 @@ class CachedViewMixin:
         if hit:
             CACHE_HITS.labels(namespace=label).inc()
             etag = entry[2].get("ETag")
-            tags = parse_etags(request.headers.get("If-None-Match", ""))
+            # If-None-Match compares weakly (RFC 9110), as ETagMixin does.
+            tags = [
+                tag.removeprefix("W/")
+                for tag in parse_etags(request.headers.get("If-None-Match", ""))
+            ]
             if etag and (etag in tags or "*" in tags):
                 response = HttpResponse(status=304)
                 response["ETag"] = etag

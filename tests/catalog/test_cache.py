@@ -369,6 +369,10 @@ def test_hit_answers_if_none_match_with_304(api_client, item):
     etag = api_client.get(detail_url(item))["ETag"]
     response = api_client.get(detail_url(item), HTTP_IF_NONE_MATCH=etag)
     assert (response.status_code, response["X-Cache"]) == (304, "HIT")
+    response = api_client.get(detail_url(item), HTTP_IF_NONE_MATCH=f"W/{etag}")
+    assert (response.status_code, response["X-Cache"]) == (304, "HIT")
+    response = api_client.get(detail_url(item), HTTP_IF_NONE_MATCH='"other"')
+    assert (response.status_code, response["X-Cache"]) == (200, "HIT")
 
 
 def test_cached_list_query_count_is_constant(
