@@ -90,6 +90,13 @@ def test_the_log_line_names_the_signed_in_user(admin_client, admin_user, json_lo
     assert lines[-1]["status"] == 200
 
 
+def test_the_log_line_names_the_jwt_user(auth_client, user, json_log):
+    response = auth_client(user).get("/api/v1/users/me/")
+
+    assert response.status_code == 200
+    assert json_log.of("config.request")[-1]["user_id"] == user.pk
+
+
 def test_logging_the_request_costs_no_query(client, django_assert_num_queries):
     client.cookies["sessionid"] = "x" * 32
     with django_assert_num_queries(0):
