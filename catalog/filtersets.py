@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import re
+
+from django.core.exceptions import ValidationError
 from django_filters import rest_framework as filters
 
 from catalog.managers import ProductQuerySet
@@ -9,6 +12,16 @@ from catalog.models import Product
 # pages are deterministic and cursor paging has a unique key.
 ORDERINGS = {"price": "price", "created_at": "created_at", "name": "name"}
 DEFAULT_ORDERING = ("-created_at", "-id")
+# A trigram index can only narrow a substring search that holds three
+# consecutive letters or digits; anything shorter reads every row.
+_SEARCHABLE = re.compile(r"\w{3}")
+MSG_SEARCH_TOO_SHORT = "Search for at least 3 letters or digits in a row."
+
+
+def validate_search(value: str) -> None:
+    """Reject a search that no index can serve (e.g. ``ab`` or ``-``)."""
+    if value.strip() and not _SEARCHABLE.search(value):
+        raise ValidationError(MSG_SEARCH_TOO_SHORT)
 
 
 def ordering_terms(value: str | None) -> tuple[str, ...]:
@@ -39,8 +52,9 @@ class ProductFilterSet(filters.FilterSet):
     )
     search = filters.CharFilter(
         method="filter_search",
+        validators=[validate_search],
         help_text="Text search over name and SKU (substring) and description "
-        "(English full text).",
+        "(English full text). Needs 3 letters or digits in a row.",
     )
     ordering = filters.CharFilter(
         method="filter_ordering",

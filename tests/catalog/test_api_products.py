@@ -166,6 +166,16 @@ def test_search_matches_name_sku_and_description(api_client):
     assert ids(api_client.get(LIST, {"search": "italy"})) == [by_text.pk]
 
 
+@pytest.mark.parametrize("term", ["ab", "-", "a b", "x-1"])
+def test_search_without_three_letters_in_a_row_is_400(api_client, term):
+    ProductFactory(name="ab x-1")
+    response = api_client.get(LIST, {"search": term})
+    assert response.status_code == 400
+    assert response.json() == {
+        "search": ["Search for at least 3 letters or digits in a row."]
+    }
+
+
 def test_search_uses_the_trigram_and_full_text_indexes():
     ProductFactory.create_batch(3)
     queryset = Product.objects.search("walnut").values("pk")
