@@ -54,6 +54,10 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
 
     default_limit = 20
     max_limit = 100
+    # PostgreSQL reads and discards every skipped row: offset 100,000 of a
+    # 1,000,000-row catalog took ~0.7 s here. Keyset cursors page any depth.
+    max_offset = 10_000
+    deep_paging_hint = ""
 
     def paginate_queryset(
         self, queryset: QuerySet | list, request: Request, view: Any = None
@@ -63,6 +67,11 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
         if self.limit is None:
             return None
         self.offset = self.get_offset(request)
+        if self.offset > self.max_offset:
+            message = f"Offsets above {self.max_offset} are not served."
+            raise ValidationError(
+                {self.offset_query_param: [message + self.deep_paging_hint]}
+            )
         rows = list(queryset[self.offset : self.offset + self.limit + 1])
         self.has_more = len(rows) > self.limit
         rows = rows[: self.limit]
@@ -261,6 +270,9 @@ class LimitOffsetOrCursorPagination(pagination.BasePagination):
 
     def __init__(self) -> None:
         self.offset = LimitOffsetPagination()
+        self.offset.deep_paging_hint = (
+            " Page deeper with keyset cursors: send cursor= (empty)."
+        )
         self.cursor = KeysetCursorPagination()
         self.active: pagination.BasePagination = self.offset
 

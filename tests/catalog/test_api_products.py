@@ -308,6 +308,14 @@ def test_next_links_reach_the_last_row_whatever_the_estimate(api_client, monkeyp
     assert page["count"] == 8
 
 
+def test_offsets_beyond_10000_are_400_pointing_to_cursors(api_client):
+    ProductFactory()
+    assert api_client.get(LIST, {"offset": 10000}).status_code == 200
+    response = api_client.get(LIST, {"offset": 10001})
+    assert response.status_code == 400
+    assert "cursor=" in response.json()["offset"][0]
+
+
 def test_cursor_pages_have_no_count_and_walk_back(api_client):
     products = ProductFactory.create_batch(5)
     newest_first = sorted(products, key=lambda p: (p.created_at, p.pk), reverse=True)
