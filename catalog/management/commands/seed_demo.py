@@ -282,10 +282,27 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--users", type=int, default=50)
-        parser.add_argument("--products", type=int, default=500)
-        parser.add_argument("--categories", type=int, default=8)
-        parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument(
+            "--users", type=int, default=50, help="Demo users wanted (default 50)."
+        )
+        parser.add_argument(
+            "--products",
+            type=int,
+            default=500,
+            help="Demo products wanted (default 500).",
+        )
+        parser.add_argument(
+            "--categories",
+            type=int,
+            default=8,
+            help="Categories wanted (default 8).",
+        )
+        parser.add_argument(
+            "--seed",
+            type=int,
+            default=1,
+            help="Random seed: the same seed gives the same data (default 1).",
+        )
         parser.add_argument(
             "--password",
             help="One password for every demo user, hashed once; without it demo "
