@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.db import connections, models
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Concat
 from django.utils import timezone
 
@@ -58,15 +59,55 @@ BULK_UPDATE_COLUMNS = {
 }
 
 
+PRODUCT_COUNT_EXACT_UP_TO = 1_000
+
+
+def _estimated_share_sql(table: str, category_table: str) -> str:
+    """Return SQL estimating a category's active products from pg_stats."""
+    # Built from model metadata only, never from input.
+    where = f"s.schemaname = current_schema() AND s.tablename = '{table}'"
+    active_share = (
+        "COALESCE((SELECT s.most_common_freqs[array_position("  # noqa: S608
+        "s.most_common_vals::text::boolean[], true)]"
+        f" FROM pg_stats s WHERE {where} AND s.attname = 'is_active'), 1)"
+    )
+    return (
+        "COALESCE((SELECT (s.most_common_freqs[array_position("  # noqa: S608
+        f's.most_common_vals::text::bigint[], "{category_table}".id)]'
+        f" * GREATEST(c.reltuples, 0) * {active_share})::bigint"
+        f" FROM pg_stats s JOIN pg_class c ON c.oid = '{table}'::regclass"
+        f" WHERE {where} AND s.attname = 'category_id'), 0)"
+    )
+
+
 class CategoryQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Category"]):
     cache_namespaces = (NAMESPACE_CATALOG,)
 
     def with_product_counts(self) -> CategoryQuerySet:
-        """Annotate each category with the number of its active products."""
+        """Annotate ``product_count``: active products, estimated beyond 1,000.
+
+        Up to PRODUCT_COUNT_EXACT_UP_TO the count is exact (an index-only
+        probe of catalog_product_cat_active with a LIMIT); beyond, it is the
+        planner statistics' share of the category times the table's row
+        estimate and active fraction. An exact GROUP BY over 1,000,000
+        products took 0.5-0.9 s here, on every catalog write's cache miss.
+        """
+        table = self.model._meta.get_field("products").related_model._meta.db_table
+        own = self.model._meta.db_table
+        limit = PRODUCT_COUNT_EXACT_UP_TO
+        capped = (
+            f"(SELECT COUNT(*) FROM (SELECT 1 FROM {table} p"  # noqa: S608
+            f' WHERE p.category_id = "{own}".id AND p.is_active'
+            f" LIMIT {limit + 1}) capped)"
+        )
+        estimate = _estimated_share_sql(table, own)
+        # Only table names from model metadata and constants: no user input.
+        sql = (
+            f"CASE WHEN {capped} <= {limit} THEN {capped}"
+            f" ELSE GREATEST({estimate}, {limit + 1}) END"
+        )
         return self.annotate(
-            product_count=models.Count(
-                "products", filter=models.Q(products__is_active=True)
-            )
+            product_count=RawSQL(sql, [], output_field=models.BigIntegerField())  # noqa: S611
         )
 
 

@@ -1,6 +1,8 @@
 import pytest
+from django.db import connection
 from django.urls import reverse
 
+from catalog import managers
 from catalog.models import Category
 from tests.factories import CategoryFactory, ProductFactory
 
@@ -96,3 +98,18 @@ def test_deleting_an_empty_category_is_204(auth_client, staff_user):
     category = CategoryFactory()
     assert auth_client(staff_user).delete(detail(category)).status_code == 204
     assert not Category.objects.exists()
+
+
+def test_product_counts_are_exact_up_to_the_cap_then_estimated(api_client, monkeypatch):
+    monkeypatch.setattr(managers, "PRODUCT_COUNT_EXACT_UP_TO", 2)
+    big, small = CategoryFactory(), CategoryFactory()
+    ProductFactory.create_batch(5, category=big)
+    ProductFactory(category=small)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE catalog_product")
+    counts = {
+        c["id"]: c["product_count"] for c in api_client.get(LIST).json()["results"]
+    }
+    # Past the cap the planner statistics answer (exact here: ANALYZE read
+    # every row of this small table).
+    assert counts == {big.pk: 5, small.pk: 1}
