@@ -43,7 +43,9 @@ class CategorySerializer(serializers.ModelSerializer[Category]):
         help_text="Unique; derived from the name when left out.",
     )
     product_count = serializers.IntegerField(
-        read_only=True, help_text="Number of active products in the category."
+        read_only=True,
+        help_text="Active products in the category: exact up to 1,000, "
+        "PostgreSQL's statistics estimate beyond.",
     )
 
     class Meta:
