@@ -180,14 +180,14 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
         self._bump(created=True)
         return ids
 
-    def update_rows(self, *, rows: Sequence[dict[str, Any]]) -> int:
+    def update_rows(self, *, rows: Sequence[dict[str, Any]]) -> list[int]:
         """Write each row's sent fields to the product with its ``id``, in one UPDATE.
 
         Rows may send different fields: a field a row leaves out travels as
         NULL and COALESCE keeps the stored value (every product column is NOT
         NULL, so NULL can only mean "not sent"). Django's bulk_update would
-        build one CASE WHEN per field, several times slower. Return the number
-        of rows written; the caller compares it with len(rows).
+        build one CASE WHEN per field, several times slower. Return the ids
+        written; an id that names no product is skipped.
         """
         if not rows:
             return 0
@@ -214,11 +214,11 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
         names = ", ".join(['"id"', *(f'"{c}"' for c in columns)])
         sql = (
             f'UPDATE "{table}" AS p SET {assignments} '  # noqa: S608
-            f"FROM (VALUES {values}) AS v({names}) WHERE p.id = v.id"
+            f"FROM (VALUES {values}) AS v({names}) WHERE p.id = v.id RETURNING p.id"
         )
         with connections[self.db].cursor() as cursor:
             cursor.execute(sql, params)
-            updated = cursor.rowcount
+            updated = [pk for (pk,) in cursor.fetchall()]
         if updated:
             # Raw SQL sends no signal: invalidate like the other QuerySet writes.
             self._bump(fields=[*columns, "updated_at"])

@@ -187,9 +187,6 @@ def products_bulk_update(*, items: Sequence[Any]) -> int:
             _add(errors, index, "sku", f"Repeats the SKU of item {first}.")
         rows.append({"id": pk, **cleaned})
 
-    existing = set(
-        Product.objects.filter(pk__in=list(first_id)).values_list("pk", flat=True)
-    )
     missing = _missing_categories(
         {row["category_id"] for row in rows if "category_id" in row}
     )
@@ -197,29 +194,37 @@ def products_bulk_update(*, items: Sequence[Any]) -> int:
         Product.objects.filter(sku__in=list(first_sku)).values_list("sku", "pk")
     )
     for index, row in enumerate(rows):
-        pk = row.get("id")
-        if pk is not None and pk not in existing:
-            _add(errors, index, "id", f"No product with id {pk}.")
         if row.get("category_id") in missing:
             _add(
                 errors, index, "category", category_missing_message(row["category_id"])
             )
         sku = row.get("sku")
-        if sku in owners_of_sku and owners_of_sku[sku] != pk:
+        if sku in owners_of_sku and owners_of_sku[sku] != row.get("id"):
             _add(errors, index, "sku", MSG_SKU_TAKEN)
     if errors:
+        existing = Product.objects.filter(pk__in=list(first_id)).values_list("pk")
+        _add_unknown_ids(errors, first_id, {pk for (pk,) in existing})
         raise ItemErrors(_as_list(errors))
 
     try:
         with transaction.atomic():
+            # The UPDATE itself finds the unknown ids (RETURNING), which
+            # saves a SELECT on the valid path; the savepoint undoes it.
             updated = Product.objects.update_rows(rows=rows)
-            if updated != len(rows):
-                raise ItemErrors(
-                    [], detail="Some products were deleted concurrently; retry."
-                )
+            if len(updated) != len(rows):
+                _add_unknown_ids(errors, first_id, set(updated))
+                raise ItemErrors(_as_list(errors))
     except IntegrityError as exc:
         raise ItemErrors([], detail=CONCURRENT_CONFLICT) from exc
-    return updated
+    return len(updated)
+
+
+def _add_unknown_ids(
+    errors: dict[int, dict[str, list[str]]], indexes: dict[int, int], found: set[int]
+) -> None:
+    for pk, index in indexes.items():
+        if pk not in found:
+            _add(errors, index, "id", f"No product with id {pk}.")
 
 
 @transaction.atomic
