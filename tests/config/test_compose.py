@@ -86,13 +86,23 @@ def test_connection_budget_stays_under_max_connections(mode):
     """Replicas x workers x connections per worker, plus worker and init, fit."""
     replicas = SERVICES["api"]["deploy"]["replicas"]
     workers = int(APP_ENV["WORKERS"])
+    threads = int(APP_ENV.get("GUNICORN_THREADS", "1"))
     if mode == "pool":
         per_worker = int(APP_ENV["DB_POOL_SIZE"]) + int(APP_ENV["DB_MAX_OVERFLOW"])
+        # More than one connection per thread would only sit idle.
+        assert per_worker <= threads
     else:
-        per_worker = 1  # a sync worker holds one persistent connection
+        per_worker = threads  # one persistent connection per thread
     budget = replicas * workers * per_worker + 1 + 1  # task worker, init
     reserved = 3  # PostgreSQL's superuser_reserved_connections
     assert budget <= int(_postgres_setting("max_connections")) - reserved
+
+
+def test_the_api_runs_threaded_workers_with_the_pool():
+    assert APP_ENV["GUNICORN_WORKER_CLASS"] == "gthread"
+    assert APP_ENV["DB_CONNECTIONS"] == "pool"
+    # A 503 during an outage waits at most this long for a pooled connection.
+    assert int(APP_ENV["DB_POOL_TIMEOUT"]) <= 5
 
 
 def test_every_app_variable_is_read_by_settings_or_gunicorn():
