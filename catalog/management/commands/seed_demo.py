@@ -1,5 +1,6 @@
 import functools
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -246,6 +247,10 @@ _PRODUCT_COLUMNS = (
 )
 
 
+DEMO_EMAIL_PATTERN = r"^demo[0-9]{6}@example\.com$"
+DEMO_SKU_PATTERN = r"^DEMO-[0-9]{7}$"
+
+
 def demo_email(index: int) -> str:
     """Return the deterministic email of demo user *index*."""
     return f"demo{index:06d}@example.com"
@@ -341,7 +346,8 @@ class Command(BaseCommand):
                         self._user_rows, start, stop, seed, now, password_hash
                     ),
                     key="lower(email)",
-                    key_range=(demo_email(start), demo_email(stop - 1)),
+                    key_range=(demo_email(start), demo_email(stop - 1), stop - start),
+                    key_pattern=DEMO_EMAIL_PATTERN,
                 )
         owner_ids = self._owner_ids(users) if products else []
         if products and not owner_ids:
@@ -363,7 +369,8 @@ class Command(BaseCommand):
                         owner_ids,
                     ),
                     key="sku",
-                    key_range=(demo_sku(start), demo_sku(stop - 1)),
+                    key_range=(demo_sku(start), demo_sku(stop - 1), stop - start),
+                    key_pattern=DEMO_SKU_PATTERN,
                 )
         if new_users or new_products:
             with connection.cursor() as cursor:
@@ -433,19 +440,29 @@ class Command(BaseCommand):
         make_rows: Callable[[], Iterator[tuple[Any, ...]]],
         *,
         key: str,
-        key_range: tuple[str, str],
+        key_range: tuple[str, str, int],
+        key_pattern: str,
     ) -> int:
-        """Add the rows whose keys are not in *table* yet; return how many."""
+        """Add the rows whose keys are not in *table* yet; return how many.
+
+        *key_range* is the chunk's first and last key and its size: a chunk
+        fully present is skipped without generating its rows.
+        """
         cols = ", ".join(columns)
+        first, last, wanted = key_range
         with connection.cursor() as cursor:
-            # Demo keys are fixed-width, so a chunk's keys sort inside this range.
+            # Demo keys are fixed-width, so a chunk's keys sort inside this range;
+            # the pattern leaves out other keys that happen to sort there.
             cursor.execute(
-                f"SELECT EXISTS (SELECT 1 FROM {table}"  # noqa: S608
-                f" WHERE {key} BETWEEN %s AND %s)",
-                list(key_range),
+                f"SELECT count(*) FROM {table}"  # noqa: S608
+                f" WHERE {key} BETWEEN %s AND %s AND {key} ~ %s",
+                [first, last, key_pattern],
             )
-            fresh = not cursor.fetchone()[0]
-        if fresh:
+            present = cursor.fetchone()[0]
+        counted_exactly = all(re.match(key_pattern, k) for k in (first, last))
+        if present == wanted and counted_exactly:
+            return 0
+        if not present:
             # None exists yet: COPY straight into the table, the fastest path.
             try:
                 with transaction.atomic():
