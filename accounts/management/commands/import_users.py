@@ -30,12 +30,12 @@ class Command(ImportCommand):
         "upserting on email in any letter case, in batches of one transaction "
         "each. Columns: email, and optionally username (derived from the email "
         "for new users), password and is_active. A password may be an existing "
-        "Django hash (stored as is), plain text (validated and hashed: slow, "
-        "about one hash per row), or empty (new users get an unusable password, "
-        "to be set through password reset; existing users keep theirs). An email "
-        "repeated in the file, in any case: the last occurrence wins. Columns "
-        "starting with '_' are ignored, so an --errors file can be fixed and fed "
-        "back. Exits non-zero when any row is rejected."
+        "Django hash (stored as is), plain text (validated, then hashed: slow, "
+        "one deliberately costly hash per row), or empty (new users get an "
+        "unusable password, to be set through password reset; existing users "
+        "keep theirs). An email repeated in the file, in any case: the last "
+        "occurrence wins. Columns starting with '_' are ignored, so an --errors "
+        "file can be fixed and fed back. Exits non-zero when any row is rejected."
     )
     columns = ("email", "username", "password", "is_active")
     required = ("email",)
