@@ -18,7 +18,6 @@ from config.cache import (
     NAMESPACE_CATALOG,
     NAMESPACE_USERS,
     get_or_compute,
-    namespace_versions,
 )
 from config.db_router import primary_reads
 
@@ -180,19 +179,19 @@ def kpi_tiles(figures: dict[str, Any], *, signups: int, products: int) -> list[d
 
 def cached_figures() -> dict[str, Any]:
     """Return the dashboard figures, shared through Redis until the next write."""
-    versions = namespace_versions(NAMESPACE_CATALOG, NAMESPACE_USERS)
-    if versions is None:
-        return dashboard()
     today = timezone.now().astimezone(datetime.UTC).date().isoformat()
-    key = "analytics:dashboard:" + ":".join(
-        [today, *(versions[name] for name in sorted(versions))]
-    )
+    key = f"analytics:dashboard:{today}"
 
     def compute() -> dict[str, Any]:
         with primary_reads():  # never cache a lagging replica's figures
             return dashboard()
 
-    figures, _ = get_or_compute(key, compute, timeout=settings.CACHE_TTL)
+    figures, _ = get_or_compute(
+        key,
+        compute,
+        timeout=settings.CACHE_TTL,
+        namespaces=(NAMESPACE_CATALOG, NAMESPACE_USERS),
+    )
     return figures
 
 

@@ -1,9 +1,10 @@
 """Response caching: fail-open Redis backend, namespace versions, cached views.
 
-A cached response is stored under a key that includes the current version of
-every namespace it depends on ("catalog", "users", "owners"). A write bumps
-the version of its namespaces after commit, so every older entry becomes
-unreachable at once and simply expires; nothing scans keys.
+A cached response is stored with the versions of the namespaces it depends on
+("catalog", "users", "owners") and served only while they are still current.
+A write bumps the version of its namespaces after commit, so every older
+entry stops being served at once and is overwritten or expires; nothing
+scans keys.
 """
 
 from __future__ import annotations
@@ -179,21 +180,31 @@ def _retry_pending_bumps() -> None:
         bump_namespace(*pending)
 
 
+def _read(key: str | None, names: Iterable[str]) -> tuple[tuple[str, ...] | None, Any]:
+    """Return (the versions of *names*, the value at *key*) in one round trip.
+
+    The versions are None when the cache is down. A version key that is
+    missing (first use, eviction, a Redis restart) gets a new random value.
+    """
+    _retry_pending_bumps()
+    version_keys = [_version_key(name) for name in names]
+    found = cache.get_many([key, *version_keys] if key else version_keys)
+    if last_operation_failed():
+        return None, None
+    missing = [k for k in version_keys if k not in found]
+    if missing:
+        for k in missing:
+            cache.add(k, _new_version(), None)
+        found.update(cache.get_many(missing))
+        if last_operation_failed() or any(k not in found for k in version_keys):
+            return None, None
+    return tuple(found[k] for k in version_keys), found.get(key) if key else None
+
+
 def namespace_versions(*names: str) -> dict[str, str] | None:
     """Return the current version of each namespace, or None when the cache is down."""
-    _retry_pending_bumps()
-    keys = [_version_key(name) for name in names]
-    found = cache.get_many(keys)
-    if last_operation_failed():
-        return None
-    missing = [key for key in keys if key not in found]
-    if missing:
-        for key in missing:
-            cache.add(key, _new_version(), None)
-        found.update(cache.get_many(missing))
-        if last_operation_failed() or len(found) < len(keys):
-            return None
-    return {name: found[_version_key(name)] for name in names}
+    versions, _ = _read(None, names)
+    return None if versions is None else dict(zip(names, versions, strict=True))
 
 
 # --- Cached views ---
@@ -209,7 +220,6 @@ def response_cache_key(
     request: Request,
     *,
     view_id: str,
-    versions: dict[str, str],
     audience: str,
     extra: str = "",
 ) -> str:
@@ -233,7 +243,6 @@ def response_cache_key(
         getattr(request, "accepted_media_type", "") or "",
         audience,
         extra,
-        *(f"{name}={version}" for name, version in sorted(versions.items())),
     ]
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()
     return f"resp:{digest}"
@@ -247,41 +256,49 @@ def _replay(entry: tuple[int, bytes, dict[str, str]]) -> HttpResponse:
     return response
 
 
-def _wait_for(key: str) -> Any:
-    """Poll for *key* while another request holds its lock; None on timeout."""
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
-    while time.monotonic() < deadline:
-        time.sleep(LOCK_POLL_SECONDS)
-        entry = cache.get(key)
-        if entry is not None or last_operation_failed():
-            return entry
-    return None
-
-
 def get_or_compute(
-    key: str, compute: Callable[[], Any], *, timeout: int
+    key: str,
+    compute: Callable[[], Any],
+    *,
+    timeout: int,
+    namespaces: tuple[str, ...] = (),
 ) -> tuple[Any, bool]:
-    """Return (value, hit) for *key*, computing and storing it under a short lock.
+    """Return (value, hit) for *key*, valid while *namespaces* keep their versions.
 
-    Concurrent misses on one key wait for the first one's result instead of
-    all recomputing it; a waiter that times out computes it itself. *compute*
-    returns the value to store, or None to store nothing.
+    The entry is stored with the versions read before computing it, and a
+    read serves it only while they are still current: the entry and the
+    versions come back in one round trip. Concurrent misses wait for the
+    first one's result under a short lock instead of all recomputing it; a
+    waiter that times out computes it itself. *compute* returns the value to
+    store, or None to store nothing.
     """
-    value = cache.get(key)
+
+    def lookup() -> tuple[tuple[str, ...] | None, Any]:
+        versions, entry = _read(key, namespaces)
+        if isinstance(entry, tuple) and len(entry) == 2 and entry[0] == versions:
+            return versions, entry[1]
+        return versions, None
+
+    versions, value = lookup()
     if value is not None:
         return value, True
-    if last_operation_failed():
+    if versions is None:
         return compute(), False
-    lock_key = f"{key}:lock"
+    lock_key = f"{key}:lock:{':'.join(versions)}"
     locked = bool(cache.add(lock_key, 1, LOCK_TIMEOUT_SECONDS))
     if not locked and not last_operation_failed():
-        value = _wait_for(key)
-        if value is not None:
-            return value, True
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            time.sleep(LOCK_POLL_SECONDS)
+            current, value = lookup()
+            if value is not None:
+                return value, True
+            if current != versions:
+                break  # a write moved on, or the cache went down: compute
     try:
         value = compute()
         if value is not None:
-            cache.set(key, value, timeout)
+            cache.set(key, (versions, value), timeout)
     finally:
         if locked:
             cache.delete(lock_key)
@@ -341,17 +358,10 @@ class CachedViewMixin:
         **kwargs: Any,
     ) -> HttpResponseBase:
         label = ",".join(self.cache_namespaces) or "none"
-        versions = namespace_versions(*self.cache_namespaces)
-        if versions is None:
-            response = handler(request, *args, **kwargs)
-            CACHE_MISSES.labels(namespace=label).inc()
-            response["X-Cache"] = "MISS"
-            return response
         key = response_cache_key(
             request,
             view_id=f"{type(self).__module__}.{type(self).__qualname__}:"
             f"{getattr(self, 'action', None) or 'get'}",
-            versions=versions,
             audience=self.cache_audience(request),
             extra=self.cache_key_extra(request),
         )
@@ -373,7 +383,12 @@ class CachedViewMixin:
             headers = {h: response[h] for h in STORED_HEADERS if h in response}
             return response.status_code, bytes(response.content), headers
 
-        entry, hit = get_or_compute(key, compute, timeout=self.get_cache_ttl())
+        entry, hit = get_or_compute(
+            key,
+            compute,
+            timeout=self.get_cache_ttl(),
+            namespaces=self.cache_namespaces,
+        )
         if hit:
             CACHE_HITS.labels(namespace=label).inc()
             etag = entry[2].get("ETag")
@@ -390,7 +405,7 @@ class CachedViewMixin:
             response["X-Cache"] = "HIT"
             return response
         CACHE_MISSES.labels(namespace=label).inc()
-        response = rendered[-1] if rendered else _replay(entry)
+        response = rendered[-1]
         response["X-Cache"] = "MISS"
         return response
 

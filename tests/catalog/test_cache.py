@@ -262,6 +262,28 @@ def test_concurrent_misses_on_one_key_compute_once():
     assert {value for value, _ in results} == {b"rendered"}
 
 
+def test_entry_is_served_only_while_its_namespace_versions_hold():
+    def compute(value):
+        return lambda: value
+
+    names = (NAMESPACE_CATALOG,)
+    assert get_or_compute("k", compute(b"1"), timeout=60, namespaces=names) == (
+        b"1",
+        False,
+    )
+    assert get_or_compute("k", compute(b"2"), timeout=60, namespaces=names) == (
+        b"1",
+        True,
+    )
+    bump_namespace(NAMESPACE_USERS)  # another namespace: still valid
+    assert get_or_compute("k", compute(b"2"), timeout=60, namespaces=names)[1]
+    bump_namespace(NAMESPACE_CATALOG)
+    assert get_or_compute("k", compute(b"3"), timeout=60, namespaces=names) == (
+        b"3",
+        False,
+    )
+
+
 def test_failed_computation_releases_the_lock():
     def boom():
         raise ValueError("no")
@@ -272,12 +294,12 @@ def test_failed_computation_releases_the_lock():
     assert get_or_compute("k", lambda: b"other", timeout=60) == (b"ok", True)
 
 
-def test_cache_key_ignores_query_order_but_not_host_audience_or_versions(settings):
+def test_cache_key_ignores_query_order_but_not_host_or_audience(settings):
     settings.ALLOWED_HOSTS = ["testserver", "other.test"]
     factory = RequestFactory()
 
     def key(url="/api/v1/products/?b=2&a=1", host="testserver", **overrides):
-        params = {"view_id": "v", "versions": {"catalog": "1"}, "audience": "public"}
+        params = {"view_id": "v", "audience": "public"}
         params.update(overrides)
         return response_cache_key(factory.get(url, HTTP_HOST=host), **params)
 
@@ -286,7 +308,6 @@ def test_cache_key_ignores_query_order_but_not_host_audience_or_versions(setting
     assert key("/api/v1/products/?o=a&o=b") != key("/api/v1/products/?o=b&o=a")
     assert key() != key(host="other.test")
     assert key() != key(audience="staff")
-    assert key() != key(versions={"catalog": "2"})
 
 
 def test_clear_deletes_only_this_prefix():
