@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import QuerySet
+from django.db.models import ProtectedError, QuerySet
 from django.db.models.functions import Now
 from django.utils.text import slugify
 
@@ -21,6 +21,8 @@ from config.cache import NAMESPACE_CATALOG, bump_on_commit
 
 if TYPE_CHECKING:
     from accounts.models import User
+
+FOREIGN_KEY_VIOLATION = "23503"
 
 
 @transaction.atomic
@@ -53,8 +55,24 @@ def _is_sku_conflict(exc: IntegrityError) -> bool:
     return "sku" in (constraint or "")
 
 
-def _sku_taken() -> ValidationError:
-    return ValidationError({"sku": [MSG_SKU_TAKEN]})
+def _is_foreign_key_violation(exc: IntegrityError) -> bool:
+    return getattr(exc.__cause__, "sqlstate", None) == FOREIGN_KEY_VIOLATION
+
+
+def _check_constraints_now() -> None:
+    # Django declares foreign keys DEFERRABLE INITIALLY DEFERRED: a category
+    # deleted by a concurrent transaction would only fail at COMMIT, outside
+    # every handler (a 500). Checked per statement, it fails where it is caught.
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+
+def _write_error(exc: IntegrityError, category_id: int | None) -> ValidationError:
+    if _is_sku_conflict(exc):
+        return ValidationError({"sku": [MSG_SKU_TAKEN]})
+    if _is_foreign_key_violation(exc) and category_id is not None:
+        return ValidationError({"category": [category_missing_message(category_id)]})
+    raise exc
 
 
 def product_create(*, owner: User, category: Category, **fields: Any) -> Product:
@@ -62,11 +80,10 @@ def product_create(*, owner: User, category: Category, **fields: Any) -> Product
     product = Product(owner=owner, category=category, **fields)
     try:
         with transaction.atomic():
+            _check_constraints_now()
             product.save(force_insert=True)
     except IntegrityError as exc:
-        if _is_sku_conflict(exc):
-            raise _sku_taken() from exc
-        raise
+        raise _write_error(exc, category.pk) from exc
     return product
 
 
@@ -84,11 +101,10 @@ def product_update(
     ] + ["updated_at"]
     try:
         with transaction.atomic():
+            _check_constraints_now()
             product.save(update_fields=update_fields)
     except IntegrityError as exc:
-        if _is_sku_conflict(exc):
-            raise _sku_taken() from exc
-        raise
+        raise _write_error(exc, fields.get("category_id")) from exc
     return product
 
 
@@ -147,9 +163,11 @@ def products_bulk_create(*, owner: User, items: Sequence[Any]) -> list[int]:
     if errors:
         raise ItemErrors(_as_list(errors))
 
+    # No savepoint: an error leaves through this function's atomic block,
+    # which rolls the whole request back.
     try:
-        with transaction.atomic():
-            return Product.objects.insert_rows(rows=rows, owner_id=owner.pk)
+        _check_constraints_now()
+        return Product.objects.insert_rows(rows=rows, owner_id=owner.pk)
     except IntegrityError as exc:
         # A concurrent writer took a SKU or removed a category after the checks.
         raise ItemErrors([], detail=CONCURRENT_CONFLICT) from exc
@@ -207,15 +225,15 @@ def products_bulk_update(*, items: Sequence[Any]) -> int:
         raise ItemErrors(_as_list(errors))
 
     try:
-        with transaction.atomic():
-            # The UPDATE itself finds the unknown ids (RETURNING), which
-            # saves a SELECT on the valid path; the savepoint undoes it.
-            updated = Product.objects.update_rows(rows=rows)
-            if len(updated) != len(rows):
-                _add_unknown_ids(errors, first_id, set(updated))
-                raise ItemErrors(_as_list(errors))
+        _check_constraints_now()
+        # The UPDATE itself finds the unknown ids (RETURNING), which saves a
+        # SELECT on the valid path; raising rolls the UPDATE back.
+        updated = Product.objects.update_rows(rows=rows)
     except IntegrityError as exc:
         raise ItemErrors([], detail=CONCURRENT_CONFLICT) from exc
+    if len(updated) != len(rows):
+        _add_unknown_ids(errors, first_id, set(updated))
+        raise ItemErrors(_as_list(errors))
     return len(updated)
 
 
@@ -269,11 +287,18 @@ def category_update(*, category: Category, **fields: Any) -> Category:
 
 def category_delete(*, category: Category) -> None:
     """Delete *category*; raise CategoryInUse while it still holds products."""
+    in_use = CategoryInUse(
+        "The category still holds products; move or delete them first."
+    )
     if Product.objects.filter(category_id=category.pk).exists():
-        raise CategoryInUse(
-            "The category still holds products; move or delete them first."
-        )
-    category.delete()
+        raise in_use
+    try:
+        with transaction.atomic():
+            _check_constraints_now()
+            category.delete()
+    except (IntegrityError, ProtectedError) as exc:
+        # A product was added to it after the check, by another transaction.
+        raise in_use from exc
 
 
 # --- Bulk upsert (import_products) ------------------------------------------

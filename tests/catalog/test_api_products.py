@@ -4,12 +4,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import connection, connections
 from django.urls import reverse
 
-from catalog.models import Product
-from catalog.services import products_set_active
+from catalog.models import Category, Product
+from catalog.services import product_create, product_update, products_set_active
 from catalog.validation import clean_product
 from config.api import pagination
 from tests.factories import CategoryFactory, ProductFactory, UserFactory
@@ -619,6 +620,22 @@ def test_concurrent_patches_with_the_same_if_match_let_exactly_one_win(
     assert statuses == [200, 412]
     product.refresh_from_db()
     assert product.name in {"First", "Second"}
+
+
+def test_a_category_deleted_under_a_write_is_a_field_error_not_a_500(user):
+    category = CategoryFactory()
+    product = ProductFactory(owner=user)
+    # The category goes between the request's check and its INSERT/UPDATE;
+    # the deferred foreign key would only have failed at COMMIT.
+    Category.objects.filter(pk=category.pk).delete()
+    with pytest.raises(ValidationError) as created:
+        product_create(
+            owner=user, category=category, sku="LATE-1", name="Late", price=1
+        )
+    assert "category" in created.value.message_dict
+    with pytest.raises(ValidationError) as updated:
+        product_update(product=product, category=category)
+    assert "category" in updated.value.message_dict
 
 
 # --- Shared validation (the import command runs the same code) --------------
