@@ -3,7 +3,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from accounts.forms import UserChangeForm, UserCreationForm
+from accounts.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
 from accounts.models import User
 from accounts.services import users_set_active
 from config.paginators import EstimatedCountPaginator
@@ -15,6 +15,7 @@ class UserAdmin(DjangoUserAdmin):
 
     form = UserChangeForm
     add_form = UserCreationForm
+    change_password_form = AdminPasswordChangeForm
     list_display = ["email", "username", "is_active", "is_staff", "created_at"]
     list_filter = ["is_active", "is_staff", "is_superuser", "created_at"]
     # Prefix and exact lookups keep the search on the (email|username, is_active)

@@ -1,6 +1,7 @@
 from django.contrib.auth import forms as auth_forms
 
 from accounts.models import User
+from accounts.services import user_tokens_revoke
 
 
 class UserCreationForm(auth_forms.UserCreationForm):
@@ -17,3 +18,13 @@ class UserChangeForm(auth_forms.UserChangeForm):
     class Meta:
         model = User
         fields = "__all__"
+
+
+class AdminPasswordChangeForm(auth_forms.AdminPasswordChangeForm):
+    """Admin form that sets a password and signs the user out of every device."""
+
+    def save(self, commit: bool = True) -> User:
+        user = super().save(commit=commit)
+        if commit:
+            user_tokens_revoke(user_ids=[user.pk])
+        return user

@@ -1,5 +1,6 @@
 import pytest
 from django.urls import reverse
+from rest_framework.test import APIClient
 
 from accounts.models import User
 from tests.factories import TEST_PASSWORD, UserFactory
@@ -59,6 +60,23 @@ def test_change_form_and_password_change_form(admin_client):
     assert response.status_code == 302
     user.refresh_from_db()
     assert user.check_password("another-long-passphrase")
+
+
+def test_password_change_in_admin_revokes_refresh_tokens(admin_client, tokens_for):
+    user = UserFactory()
+    refresh = tokens_for(user)["refresh"]
+    response = admin_client.post(
+        reverse("admin:auth_user_password_change", args=[user.pk]),
+        {
+            "password1": "another-long-passphrase",
+            "password2": "another-long-passphrase",
+        },
+    )
+    assert response.status_code == 302
+    response = APIClient().post(
+        reverse("api:token-refresh"), {"refresh": refresh}, format="json"
+    )
+    assert response.status_code == 401
 
 
 def test_deactivate_and_activate_actions(admin_client):
