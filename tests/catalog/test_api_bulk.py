@@ -314,3 +314,29 @@ def test_bulk_delete_with_a_bad_envelope_is_400(staff, body):
     response = staff.delete(BULK, body, format="json")
     assert response.status_code == 400
     assert Product.objects.filter(pk=product.pk).exists()
+
+
+# --- Cache freshness -------------------------------------------------------------
+
+
+def test_every_bulk_write_is_seen_by_the_next_cached_read(
+    staff, api_client, django_capture_on_commit_callbacks
+):
+    category = CategoryFactory()
+    url = reverse("api:product-list")
+
+    def listed() -> dict[int, int]:
+        response = api_client.get(url, {"limit": 100})
+        return {p["id"]: p["stock"] for p in response.json()["results"]}
+
+    assert listed() == {}
+    assert api_client.get(url, {"limit": 100})["X-Cache"] == "HIT"
+    with django_capture_on_commit_callbacks(execute=True):
+        ids = staff.post(BULK, [item(category, 1)], format="json").json()["ids"]
+    assert listed() == {ids[0]: 1}
+    with django_capture_on_commit_callbacks(execute=True):
+        staff.patch(BULK, [{"id": ids[0], "stock": 9}], format="json")
+    assert listed() == {ids[0]: 9}
+    with django_capture_on_commit_callbacks(execute=True):
+        staff.delete(BULK, {"ids": ids}, format="json")
+    assert listed() == {}
