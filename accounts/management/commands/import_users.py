@@ -11,7 +11,6 @@ from accounts.services import (
 from accounts.validation import clean_user
 from catalog.validation import clean_bool
 from config.bulkio import ImportCommand, Record, Rejection, UpsertResult
-from config.cache import bump_on_commit, cache_namespaces_for_user_write
 from config.metrics import BULK_ROWS_WRITTEN
 
 
@@ -89,8 +88,8 @@ class Command(ImportCommand):
 
     def upsert(self, rows: list[Any]) -> UpsertResult:
         result = users_upsert(rows=rows)
+        # users_upsert bumps the users cache namespaces on commit itself.
         if not self.options["dry_run"] and (result.created or result.updated):
-            bump_on_commit(*cache_namespaces_for_user_write())
             BULK_ROWS_WRITTEN.labels(model="user", operation="create").inc(
                 result.created
             )

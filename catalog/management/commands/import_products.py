@@ -11,7 +11,6 @@ from catalog.models import Category
 from catalog.services import UPSERT_OPTIONAL_FIELDS, categories_ensure, products_upsert
 from catalog.validation import MSG_BLANK, MSG_REQUIRED, clean_product
 from config.bulkio import ImportCommand, Record, Rejection, UpsertResult
-from config.cache import NAMESPACE_CATALOG, bump_on_commit
 from config.metrics import BULK_ROWS_WRITTEN
 
 MSG_NO_OWNER = "No user with this email address."
@@ -164,8 +163,8 @@ class Command(ImportCommand):
         for cleaned, slug in rows:
             cleaned["category_id"] = categories[slug]
         result = products_upsert(rows=[cleaned for cleaned, _ in rows])
+        # products_upsert bumps the catalog cache namespace on commit itself.
         if not self.options["dry_run"] and (result.created or result.updated):
-            bump_on_commit(NAMESPACE_CATALOG)
             created, updated = result.created, result.updated
             BULK_ROWS_WRITTEN.labels(model="product", operation="create").inc(created)
             BULK_ROWS_WRITTEN.labels(model="product", operation="update").inc(updated)
