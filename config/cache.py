@@ -311,8 +311,9 @@ class CachedViewMixin:
     Authentication, permissions and throttles run in ``initial()`` before the
     cache is consulted, so a hit is refused exactly like a miss would be. The
     key covers path, sorted query, negotiated format, host and scheme (they
-    appear in pagination links), the namespace versions and the caller's
-    *audience*: override ``cache_audience`` when the body depends on who asks.
+    appear in pagination links) and the caller's *audience* (``cache_vary``,
+    or override ``cache_audience``); an entry is served only while the
+    versions of ``cache_namespaces`` it was computed under still hold.
     """
 
     cache_namespaces: tuple[str, ...] = ()
