@@ -174,6 +174,8 @@ def bump_on_commit(*names: str, using: str | None = None) -> None:
 
 
 def _retry_pending_bumps() -> None:
+    if not _pending_bumps:  # the usual case: no lock taken on the hot path
+        return
     with _pending_lock:
         pending = tuple(_pending_bumps)
     if pending:
