@@ -49,7 +49,8 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
 
     ``next`` comes from reading one row past the page, not from the count, so
     paging reaches the last row even where the count is an estimate; the
-    count is corrected by what the page saw (exact on the last page).
+    count is corrected by what the page saw (exact on the last page). The
+    count query runs on every page, so query counts stay constant.
     """
 
     default_limit = 20
