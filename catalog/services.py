@@ -1,10 +1,18 @@
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
+from django.contrib.postgres.indexes import GinIndex
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    OperationalError,
+    connection,
+    transaction,
+)
 from django.db.models import ProtectedError, QuerySet
 from django.db.models.functions import Now
 from django.utils.text import slugify
@@ -443,3 +451,101 @@ def products_upsert(*, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
         # Raw SQL sends no signal: refresh cached reads once this commits.
         bump_on_commit(NAMESPACE_CATALOG)
     return result
+
+
+# --- Search index deferral (import_products) ---------------------------------
+
+# Kept up row by row, the GIN indexes (trigram name and SKU, full-text
+# description) make a load into catalog_product several times slower than
+# the btree ones do; built once over the loaded table they cost far less.
+SEARCH_INDEXES = tuple(i for i in Product._meta.indexes if isinstance(i, GinIndex))
+# Session-level advisory lock held while the search indexes are absent on
+# purpose, so that another session never takes them for a crash's leftovers.
+_INDEX_LOCK_KEY = 0x63617470  # "catp"
+# Long enough for the backend of a killed import to notice and release it.
+_INDEX_LOCK_WAIT = "10s"
+# A sorted GIN build is faster with more memory (the server default is 64MB).
+INDEX_BUILD_MEMORY = "512MB"
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+@contextmanager
+def product_index_lock() -> Iterator[bool]:
+    """Hold the lock that covers deliberate index work on catalog_product.
+
+    Yield whether it was obtained within _INDEX_LOCK_WAIT; False means that
+    another session is loading products with the search indexes dropped.
+    """
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('lock_timeout', %s, true)", [_INDEX_LOCK_WAIT]
+            )
+            cursor.execute("SELECT pg_advisory_lock(%s)", [_INDEX_LOCK_KEY])
+        held = True
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        held = False
+    try:
+        yield held
+    finally:
+        if held:
+            # A lost connection has released the lock already.
+            with suppress(DatabaseError), connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [_INDEX_LOCK_KEY])
+
+
+def product_indexes_missing() -> list[str]:
+    """Return the names of Product's model indexes absent from the database."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes"
+            " WHERE schemaname = current_schema() AND tablename = %s",
+            [Product._meta.db_table],
+        )
+        present = {name for (name,) in cursor.fetchall()}
+    return [i.name for i in Product._meta.indexes if i.name not in present]
+
+
+def product_indexes_restore() -> list[str]:
+    """Create Product's missing model indexes as migrations do; return their names.
+
+    Each index is built in its own transaction, so an interruption keeps the
+    ones already built. Writes to catalog_product wait while one is built.
+    """
+    missing = set(product_indexes_missing())
+    built: list[str] = []
+    for index in Product._meta.indexes:
+        if index.name not in missing:
+            continue
+        with transaction.atomic(), connection.cursor() as cursor:
+            # CREATE INDEX refuses a table with deferred foreign-key checks
+            # pending in the enclosing transaction (a caller's or a test's).
+            _check_constraints_now()
+            # For this transaction only: a bulk build outlasts the statement
+            # timeout of ordinary queries and sorts in memory when it can.
+            cursor.execute(
+                "SELECT set_config('statement_timeout', '0', true),"
+                " set_config('maintenance_work_mem', %s, true)",
+                [INDEX_BUILD_MEMORY],
+            )
+            with connection.schema_editor(atomic=False) as editor:
+                editor.add_index(Product, index)
+        built.append(index.name)
+    return built
+
+
+@transaction.atomic
+def product_search_indexes_drop() -> list[str]:
+    """Drop Product's search (GIN) indexes; return the names of those dropped.
+
+    Call it under product_index_lock() and restore them with
+    product_indexes_restore(); until then searches scan the table.
+    """
+    missing = set(product_indexes_missing())
+    dropped = [index for index in SEARCH_INDEXES if index.name not in missing]
+    with connection.schema_editor(atomic=False) as editor:
+        for index in dropped:
+            editor.remove_index(Product, index)
+    return [index.name for index in dropped]

@@ -542,6 +542,9 @@ class ImportCommand(BaseCommand):
     def check_options(self, options: dict[str, Any]) -> None:
         """Validate command-specific options before reading."""
 
+    def after_batches(self) -> None:
+        """Finish the load after its last batch, failed or not, before the summary."""
+
     def handle(self, *args: Any, **options: Any) -> None:
         batch_size = options["batch_size"]
         if batch_size < 1:
@@ -607,6 +610,8 @@ class ImportCommand(BaseCommand):
                 rejects.close()
             if stream is not sys.stdin.buffer:
                 stream.close()
+        # Before the summary, so that its seconds and rows/s include this work.
+        self.after_batches()
         if self.verbosity >= 1:
             style = self.style.SUCCESS if not (failure or stats.rejected) else None
             self.stdout.write(

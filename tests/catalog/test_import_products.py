@@ -9,6 +9,7 @@ from decimal import Decimal
 from io import StringIO
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -16,6 +17,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from catalog import services
 from catalog.models import Category, Product
 from tests.factories import CategoryFactory, ProductFactory, UserFactory
 
@@ -52,6 +54,27 @@ def rows_csv(owner_email: str, count: int, *, start: int = 0, price: str = "9.99
         f"IMP-{i:05d},Item {i},{price},gadgets,{owner_email},{i % 7},About {i},true\n"
         for i in range(start, start + count)
     )
+
+
+MODEL_INDEXES = [index.name for index in Product._meta.indexes]
+SEARCH_INDEXES = [
+    "catalog_product_name_trgm",
+    "catalog_product_sku_trgm",
+    "catalog_product_desc_fts",
+]
+
+
+def product_indexes() -> dict[str, str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s",
+            [Product._meta.db_table],
+        )
+        return dict(cursor.fetchall())
+
+
+def index_statements(queries: CaptureQueriesContext, verb: str) -> list[str]:
+    return [q["sql"] for q in queries.captured_queries if q["sql"].startswith(verb)]
 
 
 def summary(output: str) -> dict[str, str]:
@@ -372,10 +395,12 @@ def test_batch_queries_do_not_grow_with_the_batch(tmp_path):
     small = write(tmp_path, "small.csv", rows_csv(owner.email, 2))
     big = write(tmp_path, "big.csv", rows_csv(owner.email, 200, start=100))
 
+    # Only the batches count here: the first run would otherwise defer the
+    # search indexes (empty catalog) and the second not.
     with CaptureQueriesContext(connection) as few:
-        run(str(small))
+        run(str(small), "--no-defer-search-indexes")
     with CaptureQueriesContext(connection) as many:
-        run(str(big))
+        run(str(big), "--no-defer-search-indexes")
 
     assert len(many.captured_queries) == len(few.captured_queries)
 
@@ -425,6 +450,8 @@ def test_killed_import_then_rerun_gives_exact_rows(tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert Product.objects.count() == 600
+    # It started on an empty catalog, so it died with the search indexes dropped.
+    assert set(SEARCH_INDEXES) - set(product_indexes()) == set(SEARCH_INDEXES)
 
     path = write(tmp_path, "p.csv", text)
     out, _ = run(str(path))
@@ -433,6 +460,7 @@ def test_killed_import_then_rerun_gives_exact_rows(tmp_path):
     assert summary(out)["unchanged"] == "600"
     assert Product.objects.count() == 1000
     assert Product.objects.filter(sku="IMP-00999", name="Item 999").exists()
+    assert set(product_indexes()) >= set(MODEL_INDEXES)
 
 
 class TerminalIO(StringIO):
@@ -512,3 +540,138 @@ def test_malformed_line_mid_file_keeps_the_batches_before_it(tmp_path):
     assert message == f"{path}: line 6: contains a NUL byte; is this a binary file?"
     assert summary(out)["created"] == "4"
     assert Product.objects.count() == 4
+
+
+def test_load_into_empty_catalog_defers_search_indexes_and_builds_them_after(
+    tmp_path,
+):
+    owner = UserFactory()
+    before = product_indexes()
+    path = write(tmp_path, "p.csv", rows_csv(owner.email, 5))
+
+    with CaptureQueriesContext(connection) as queries:
+        out, _ = run(str(path), "--batch-size", "2", "--verbosity", "2")
+
+    dropped = index_statements(queries, "DROP INDEX")
+    built = index_statements(queries, "CREATE INDEX")
+    assert len(dropped) == len(built) == 3
+    assert all(any(name in sql for sql in dropped) for name in SEARCH_INDEXES)
+    # Dropped before the first batch, built after the last one.
+    statements = [q["sql"] for q in queries.captured_queries]
+    merges = [
+        i for i, sql in enumerate(statements) if "INSERT INTO catalog_product " in sql
+    ]
+    assert len(merges) == 3
+    assert max(statements.index(sql) for sql in dropped) < merges[0]
+    assert min(statements.index(sql) for sql in built) > merges[-1]
+    assert "search indexes built in" in out.splitlines()[-2]
+    assert summary(out)["created"] == "5"
+    assert product_indexes() == before
+
+
+def test_load_into_a_stocked_catalog_keeps_the_search_indexes(tmp_path):
+    owner = UserFactory()
+    ProductFactory(owner=owner)
+    path = write(tmp_path, "p.csv", rows_csv(owner.email, 3))
+
+    with CaptureQueriesContext(connection) as queries:
+        run(str(path))
+
+    assert index_statements(queries, "DROP INDEX") == []
+    assert index_statements(queries, "CREATE INDEX") == []
+
+
+def test_defer_flag_drops_search_indexes_of_a_stocked_catalog_too(tmp_path):
+    owner = UserFactory()
+    ProductFactory(owner=owner)
+    before = product_indexes()
+    path = write(tmp_path, "p.csv", rows_csv(owner.email, 3))
+
+    with CaptureQueriesContext(connection) as queries:
+        run(str(path), "--defer-search-indexes")
+
+    assert len(index_statements(queries, "DROP INDEX")) == 3
+    assert product_indexes() == before
+    assert Product.objects.count() == 4
+
+
+def test_dry_run_never_drops_or_builds_indexes(tmp_path):
+    owner = UserFactory()
+    path = write(tmp_path, "p.csv", rows_csv(owner.email, 3))
+    with connection.schema_editor() as editor:
+        editor.remove_index(Product, Product._meta.indexes[-1])
+
+    with CaptureQueriesContext(connection) as queries:
+        out, _ = run(str(path), "--dry-run", "--defer-search-indexes")
+
+    assert index_statements(queries, "DROP INDEX") == []
+    assert index_statements(queries, "CREATE INDEX") == []
+    assert out.startswith(
+        "catalog_product lacks index(es) catalog_product_desc_fts; the next import"
+    )
+    assert "catalog_product_desc_fts" not in product_indexes()
+
+
+def test_run_that_rejects_rows_still_builds_the_search_indexes(tmp_path):
+    owner = UserFactory()
+    before = product_indexes()
+    path = write(
+        tmp_path,
+        "p.csv",
+        HEADER
+        + f"R-1,Good,1.00,c,{owner.email},1,,true\n"
+        + f"R-2,Bad,-1,c,{owner.email},1,,true\n",
+    )
+
+    with CaptureQueriesContext(connection) as queries:
+        message, out, _ = run_failing(str(path))
+
+    assert message == "1 row(s) rejected"
+    assert len(index_statements(queries, "DROP INDEX")) == 3
+    assert product_indexes() == before
+    assert summary(out)["created"] == "1"
+
+
+def test_indexes_missing_after_a_crash_are_built_by_any_next_run(tmp_path):
+    owner = UserFactory()
+    ProductFactory(owner=owner, sku="IMP-00000")
+    before = product_indexes()
+    # What a run killed between dropping and building leaves behind.
+    lost = [i for i in Product._meta.indexes if i.name in SEARCH_INDEXES[:2]]
+    with connection.schema_editor() as editor:
+        for index in lost:
+            editor.remove_index(Product, index)
+    assert "catalog_product_name_trgm" not in product_indexes()
+    path = write(tmp_path, "p.csv", rows_csv(owner.email, 2))
+
+    out, _ = run(str(path))
+
+    assert out.splitlines()[0] == (
+        "Built missing index(es) catalog_product_name_trgm,"
+        " catalog_product_sku_trgm (left by an interrupted import?)."
+    )
+    assert product_indexes() == before
+    assert summary(out)["created"] == "1" and summary(out)["updated"] == "1"
+
+
+def test_import_leaves_indexes_alone_while_another_load_defers_them(
+    tmp_path, monkeypatch
+):
+    owner = UserFactory()
+    path = write(tmp_path, "p.csv", rows_csv(owner.email, 2))
+    with connection.schema_editor() as editor:
+        editor.remove_index(Product, Product._meta.indexes[-1])
+    monkeypatch.setattr("catalog.services._INDEX_LOCK_WAIT", "100ms")
+    dsn = "postgresql://postgres@127.0.0.1:5432/" + connection.settings_dict["NAME"]
+    with psycopg.connect(dsn, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", [services._INDEX_LOCK_KEY])
+        with CaptureQueriesContext(connection) as queries:
+            out, _ = run(str(path))
+
+    assert out.splitlines()[0] == (
+        "Another import is loading products with the search indexes dropped;"
+        " they are built when it ends."
+    )
+    assert index_statements(queries, "DROP INDEX") == []
+    assert index_statements(queries, "CREATE INDEX") == []
+    assert summary(out)["created"] == "2"

@@ -1,14 +1,24 @@
+import argparse
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 from django.core.validators import validate_email
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from accounts.validation import normalize_email
-from catalog.models import Category
-from catalog.services import UPSERT_OPTIONAL_FIELDS, categories_ensure, products_upsert
+from catalog.models import Category, Product
+from catalog.services import (
+    UPSERT_OPTIONAL_FIELDS,
+    categories_ensure,
+    product_index_lock,
+    product_indexes_missing,
+    product_indexes_restore,
+    product_search_indexes_drop,
+    products_upsert,
+)
 from catalog.validation import MSG_BLANK, MSG_REQUIRED, clean_product
 from config.bulkio import ImportCommand, Record, Rejection, UpsertResult
 from config.metrics import BULK_ROWS_WRITTEN
@@ -69,7 +79,8 @@ class Command(ImportCommand):
         "(absent ones keep their stored values). A SKU repeated in the file: the "
         "last occurrence wins. Columns starting with '_' are ignored, so an "
         "--errors file can be fixed and fed back. Exits non-zero when any row "
-        "is rejected."
+        "is rejected. Any product index that an interrupted run left missing is "
+        "built again first."
     )
     columns = (
         "sku",
@@ -91,6 +102,78 @@ class Command(ImportCommand):
             metavar="EMAIL",
             help="Owner of rows that name none (required without an owner column).",
         )
+        parser.add_argument(
+            "--defer-search-indexes",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="Drop the search indexes (trigram on name and SKU, full text on"
+            " description) for the load and build them once after the last batch:"
+            " several times faster for big loads, but searches run unindexed until"
+            " the load ends and writes to products wait during the build. Default:"
+            " on when the catalog is empty. Never with --dry-run.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.deferred: list[str] = []
+        self.verbosity = options["verbosity"]
+        if options["dry_run"]:
+            # A dry run changes nothing, indexes included: only say what is missing.
+            if missing := product_indexes_missing():
+                self._note(
+                    f"catalog_product lacks index(es) {', '.join(missing)}; the"
+                    " next import that is not a dry run builds them."
+                )
+            super().handle(*args, **options)
+            return
+        with product_index_lock() as held:
+            if not held:
+                self._note(
+                    "Another import is loading products with the search indexes"
+                    " dropped; they are built when it ends."
+                )
+            else:
+                # A run killed after dropping indexes leaves them missing.
+                if restored := product_indexes_restore():
+                    self._note(
+                        f"Built missing index(es) {', '.join(restored)}"
+                        " (left by an interrupted import?)."
+                    )
+                defer = options["defer_search_indexes"]
+                if defer is None:
+                    defer = not Product.objects.exists()
+                if defer:
+                    self.deferred = product_search_indexes_drop()
+            try:
+                super().handle(*args, **options)
+            finally:
+                self.after_batches()
+
+    def after_batches(self) -> None:
+        """Build the search indexes dropped for this load."""
+        if not self.deferred:
+            return
+        names, self.deferred = self.deferred, []
+        terminal = self.verbosity >= 1 and self.stderr.isatty()
+        if terminal:
+            self.stderr.write(f"\rbuilding {len(names)} search indexes...", ending="")
+        started = time.monotonic()
+        try:
+            product_indexes_restore()
+        except (KeyboardInterrupt, DatabaseError) as exc:
+            text = str(exc).strip()
+            reason = text.splitlines()[0] if text else "interrupted"
+            raise CommandError(
+                f"search indexes not built ({reason}); the next import_products"
+                " run builds them"
+            ) from exc
+        finally:
+            if terminal:
+                self.stderr.write("\r\x1b[K", ending="")
+        if self.verbosity >= 2:
+            self.stdout.write(
+                f"search indexes built in {time.monotonic() - started:.1f} s:"
+                f" {', '.join(names)}"
+            )
 
     def check_options(self, options: dict[str, Any]) -> None:
         self.default_owner: str | None = None
@@ -169,6 +252,10 @@ class Command(ImportCommand):
             BULK_ROWS_WRITTEN.labels(model="product", operation="create").inc(created)
             BULK_ROWS_WRITTEN.labels(model="product", operation="update").inc(updated)
         return result
+
+    def _note(self, message: str) -> None:
+        if self.verbosity >= 1:
+            self.stdout.write(message, self.style.WARNING)
 
     def _owner_ids(self, emails: set[str]) -> dict[str, int]:
         if not emails:
