@@ -280,16 +280,30 @@ def products_bulk_delete(*, ids: Sequence[Any]) -> int:
     return deleted
 
 
+MSG_SLUG_TAKEN = "category with this slug already exists."
+
+
 def category_create(*, name: str, slug: str) -> Category:
-    """Create a category."""
-    return Category.objects.create(name=name, slug=slug)
+    """Create a category; a taken slug raises ValidationError."""
+    category = Category(name=name, slug=slug)
+    try:
+        with transaction.atomic():
+            category.save(force_insert=True)
+    except IntegrityError as exc:
+        # The serializer checked the slug; a concurrent create took it since.
+        raise ValidationError({"slug": [MSG_SLUG_TAKEN]}) from exc
+    return category
 
 
 def category_update(*, category: Category, **fields: Any) -> Category:
-    """Write the given fields of *category*."""
+    """Write the given fields of *category*; a taken slug raises ValidationError."""
     for name, value in fields.items():
         setattr(category, name, value)
-    category.save(update_fields=[*fields, "updated_at"])
+    try:
+        with transaction.atomic():
+            category.save(update_fields=[*fields, "updated_at"])
+    except IntegrityError as exc:
+        raise ValidationError({"slug": [MSG_SLUG_TAKEN]}) from exc
     return category
 
 

@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from accounts.models import User
 from catalog.models import PRICE_MAX_DIGITS, Category, Product
+from catalog.services import MSG_SLUG_TAKEN
 from catalog.validation import (
     NAME_MAX_LENGTH,
     PRICE_DECIMAL_PLACES,
@@ -66,9 +67,7 @@ class CategorySerializer(serializers.ModelSerializer[Category]):
             if self.instance is not None:
                 taken = taken.exclude(pk=self.instance.pk)
             if taken.exists():
-                raise serializers.ValidationError(
-                    {"slug": ["category with this slug already exists."]}
-                )
+                raise serializers.ValidationError({"slug": [MSG_SLUG_TAKEN]})
         return attrs
 
 

@@ -1,9 +1,11 @@
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.urls import reverse
 
 from catalog import managers
 from catalog.models import Category
+from catalog.services import category_create
 from tests.factories import CategoryFactory, ProductFactory
 
 pytestmark = pytest.mark.django_db
@@ -115,3 +117,12 @@ def test_product_counts_are_exact_up_to_the_cap_then_estimated(api_client, monke
     # Past the cap the planner statistics answer (exact here: ANALYZE read
     # every row of this small table).
     assert counts == {big.pk: 5, small.pk: 1}
+
+
+def test_a_slug_taken_after_the_serializer_check_is_a_field_error():
+    CategoryFactory(slug="garden")
+    with pytest.raises(ValidationError) as taken:
+        category_create(name="Garden", slug="garden")
+    assert taken.value.message_dict == {
+        "slug": ["category with this slug already exists."]
+    }
