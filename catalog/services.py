@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,7 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import ProtectedError, QuerySet
+from django.db.models import Index, ProtectedError, QuerySet
 from django.db.models.functions import Now
 from django.utils.text import slugify
 
@@ -467,19 +468,21 @@ def products_upsert(*, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
     return result
 
 
-# --- Search index deferral (import_products) ---------------------------------
+# --- Index deferral (import_products) ----------------------------------------
 
-# Kept up row by row, the GIN indexes (trigram name and SKU, full-text
-# description) make a load into catalog_product several times slower than
-# the btree ones do; built once over the loaded table they cost far less.
-SEARCH_INDEXES = tuple(i for i in Product._meta.indexes if isinstance(i, GinIndex))
-# Session-level advisory lock held while the search indexes are absent on
-# purpose, so that another session never takes them for a crash's leftovers.
+# Product.Meta.indexes serve filters, orderings and search; a bulk load does
+# not need them (the upsert needs only the primary key and the unique SKU).
+# Kept up row by row they cost more than the rest of a load into an empty
+# catalog, while built once over the loaded table they cost a fraction of it.
+# Session-level advisory lock held while indexes are absent on purpose, so
+# that another session never takes them for the leftovers of a crash.
 _INDEX_LOCK_KEY = 0x63617470  # "catp"
 # Long enough for the backend of a killed import to notice and release it.
 _INDEX_LOCK_WAIT = "10s"
-# A sorted GIN build is faster with more memory (the server default is 64MB).
+# Per build: sorts and GIN accumulates in memory when they fit (the server
+# default is 64MB, which makes the full-text build spill).
 INDEX_BUILD_MEMORY = "512MB"
+INDEX_BUILD_WORKERS = 2
 LOCK_NOT_AVAILABLE = "55P03"
 
 
@@ -488,7 +491,7 @@ def product_index_lock() -> Iterator[bool]:
     """Hold the lock that covers deliberate index work on catalog_product.
 
     Yield whether it was obtained within _INDEX_LOCK_WAIT; False means that
-    another session is loading products with the search indexes dropped.
+    another session is loading products with the indexes dropped.
     """
     try:
         with transaction.atomic(), connection.cursor() as cursor:
@@ -522,43 +525,73 @@ def product_indexes_missing() -> list[str]:
     return [i.name for i in Product._meta.indexes if i.name not in present]
 
 
+def _index_build(index: Index) -> None:
+    with transaction.atomic(), connection.cursor() as cursor:
+        # CREATE INDEX refuses a table with deferred foreign-key checks
+        # pending in the enclosing transaction (a caller's or a test's).
+        _check_constraints_now()
+        # For this transaction only: a bulk build outlasts the statement
+        # timeout of ordinary queries and is faster with more memory.
+        cursor.execute(
+            "SELECT set_config('statement_timeout', '0', true),"
+            " set_config('maintenance_work_mem', %s, true)",
+            [INDEX_BUILD_MEMORY],
+        )
+        with connection.schema_editor(atomic=False) as editor:
+            editor.add_index(Product, index)
+
+
+def _index_build_in_thread(index: Index) -> None:
+    try:
+        _index_build(index)
+    finally:
+        connection.close()
+
+
 def product_indexes_restore() -> list[str]:
     """Create Product's missing model indexes as migrations do; return their names.
 
-    Each index is built in its own transaction, so an interruption keeps the
-    ones already built. Writes to catalog_product wait while one is built.
+    Outside a transaction they are built INDEX_BUILD_WORKERS at a time on
+    connections of their own, each in its own transaction, so an interruption
+    keeps those already built. Writes to catalog_product wait meanwhile.
     """
     missing = set(product_indexes_missing())
-    built: list[str] = []
-    for index in Product._meta.indexes:
-        if index.name not in missing:
-            continue
-        with transaction.atomic(), connection.cursor() as cursor:
-            # CREATE INDEX refuses a table with deferred foreign-key checks
-            # pending in the enclosing transaction (a caller's or a test's).
-            _check_constraints_now()
-            # For this transaction only: a bulk build outlasts the statement
-            # timeout of ordinary queries and sorts in memory when it can.
-            cursor.execute(
-                "SELECT set_config('statement_timeout', '0', true),"
-                " set_config('maintenance_work_mem', %s, true)",
-                [INDEX_BUILD_MEMORY],
-            )
-            with connection.schema_editor(atomic=False) as editor:
-                editor.add_index(Product, index)
-        built.append(index.name)
-    return built
+    # A GIN build takes several times as long as a btree one: starting them
+    # first lets the workers finish close together.
+    todo = sorted(
+        (index for index in reversed(Product._meta.indexes) if index.name in missing),
+        key=lambda index: not isinstance(index, GinIndex),
+    )
+    if len(todo) < 2 or connection.in_atomic_block:
+        # Other connections could neither see this transaction's rows nor get
+        # past its locks.
+        for index in todo:
+            _index_build(index)
+    else:
+        with ThreadPoolExecutor(
+            max_workers=INDEX_BUILD_WORKERS, thread_name_prefix="index-build"
+        ) as pool:
+            futures = [pool.submit(_index_build_in_thread, index) for index in todo]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    return [index.name for index in todo]
 
 
 @transaction.atomic
-def product_search_indexes_drop() -> list[str]:
-    """Drop Product's search (GIN) indexes; return the names of those dropped.
+def product_indexes_drop() -> list[str]:
+    """Drop Product's model indexes (filters, orderings, search); return their names.
 
-    Call it under product_index_lock() and restore them with
-    product_indexes_restore(); until then searches scan the table.
+    Call it under product_index_lock() and build them back with
+    product_indexes_restore(); until then lists and searches scan the table.
+    The primary key and the unique SKU stay.
     """
     missing = set(product_indexes_missing())
-    dropped = [index for index in SEARCH_INDEXES if index.name not in missing]
+    dropped = [index for index in Product._meta.indexes if index.name not in missing]
     with connection.schema_editor(atomic=False) as editor:
         for index in dropped:
             editor.remove_index(Product, index)

@@ -57,11 +57,6 @@ def rows_csv(owner_email: str, count: int, *, start: int = 0, price: str = "9.99
 
 
 MODEL_INDEXES = [index.name for index in Product._meta.indexes]
-SEARCH_INDEXES = [
-    "catalog_product_name_trgm",
-    "catalog_product_sku_trgm",
-    "catalog_product_desc_fts",
-]
 
 
 def product_indexes() -> dict[str, str]:
@@ -396,11 +391,11 @@ def test_batch_queries_do_not_grow_with_the_batch(tmp_path):
     big = write(tmp_path, "big.csv", rows_csv(owner.email, 200, start=100))
 
     # Only the batches count here: the first run would otherwise defer the
-    # search indexes (empty catalog) and the second not.
+    # indexes (empty catalog) and the second not.
     with CaptureQueriesContext(connection) as few:
-        run(str(small), "--no-defer-search-indexes")
+        run(str(small), "--no-defer-indexes")
     with CaptureQueriesContext(connection) as many:
-        run(str(big), "--no-defer-search-indexes")
+        run(str(big), "--no-defer-indexes")
 
     assert len(many.captured_queries) == len(few.captured_queries)
 
@@ -450,8 +445,8 @@ def test_killed_import_then_rerun_gives_exact_rows(tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert Product.objects.count() == 600
-    # It started on an empty catalog, so it died with the search indexes dropped.
-    assert set(SEARCH_INDEXES) - set(product_indexes()) == set(SEARCH_INDEXES)
+    # It started on an empty catalog, so it died with the indexes dropped.
+    assert not set(product_indexes()) & set(MODEL_INDEXES)
 
     path = write(tmp_path, "p.csv", text)
     out, _ = run(str(path))
@@ -542,7 +537,7 @@ def test_malformed_line_mid_file_keeps_the_batches_before_it(tmp_path):
     assert Product.objects.count() == 4
 
 
-def test_load_into_empty_catalog_defers_search_indexes_and_builds_them_after(
+def test_load_into_empty_catalog_defers_model_indexes_and_builds_them_after(
     tmp_path,
 ):
     owner = UserFactory()
@@ -554,8 +549,9 @@ def test_load_into_empty_catalog_defers_search_indexes_and_builds_them_after(
 
     dropped = index_statements(queries, "DROP INDEX")
     built = index_statements(queries, "CREATE INDEX")
-    assert len(dropped) == len(built) == 3
-    assert all(any(name in sql for sql in dropped) for name in SEARCH_INDEXES)
+    assert len(dropped) == len(built) == len(MODEL_INDEXES) == 8
+    assert all(any(f'"{name}"' in sql for sql in built) for name in MODEL_INDEXES)
+    assert not any("catalog_product_sku" in sql for sql in dropped if "key" in sql)
     # Dropped before the first batch, built after the last one.
     statements = [q["sql"] for q in queries.captured_queries]
     merges = [
@@ -564,12 +560,29 @@ def test_load_into_empty_catalog_defers_search_indexes_and_builds_them_after(
     assert len(merges) == 3
     assert max(statements.index(sql) for sql in dropped) < merges[0]
     assert min(statements.index(sql) for sql in built) > merges[-1]
-    assert "search indexes built in" in out.splitlines()[-2]
+    assert out.splitlines()[-2].startswith("indexes built in")
     assert summary(out)["created"] == "5"
     assert product_indexes() == before
 
 
-def test_load_into_a_stocked_catalog_keeps_the_search_indexes(tmp_path):
+@pytest.mark.django_db(transaction=True)
+def test_committed_load_builds_the_indexes_on_other_connections(tmp_path):
+    owner = UserFactory()
+    before = product_indexes()
+    path = write(tmp_path, "p.csv", rows_csv(owner.email, 50))
+
+    with CaptureQueriesContext(connection) as queries:
+        out, _ = run(str(path), "--batch-size", "20", "--verbosity", "2")
+
+    assert out.splitlines()[-2].startswith("indexes built in")
+    assert len(index_statements(queries, "DROP INDEX")) == len(MODEL_INDEXES)
+    assert index_statements(queries, "CREATE INDEX") == []
+    assert product_indexes() == before
+    assert Product.objects.count() == 50
+    assert Product.objects.filter(sku="IMP-00049", name="Item 49").exists()
+
+
+def test_load_into_a_stocked_catalog_keeps_the_indexes(tmp_path):
     owner = UserFactory()
     ProductFactory(owner=owner)
     path = write(tmp_path, "p.csv", rows_csv(owner.email, 3))
@@ -581,16 +594,16 @@ def test_load_into_a_stocked_catalog_keeps_the_search_indexes(tmp_path):
     assert index_statements(queries, "CREATE INDEX") == []
 
 
-def test_defer_flag_drops_search_indexes_of_a_stocked_catalog_too(tmp_path):
+def test_defer_flag_drops_the_indexes_of_a_stocked_catalog_too(tmp_path):
     owner = UserFactory()
     ProductFactory(owner=owner)
     before = product_indexes()
     path = write(tmp_path, "p.csv", rows_csv(owner.email, 3))
 
     with CaptureQueriesContext(connection) as queries:
-        run(str(path), "--defer-search-indexes")
+        run(str(path), "--defer-indexes")
 
-    assert len(index_statements(queries, "DROP INDEX")) == 3
+    assert len(index_statements(queries, "DROP INDEX")) == len(MODEL_INDEXES)
     assert product_indexes() == before
     assert Product.objects.count() == 4
 
@@ -602,7 +615,7 @@ def test_dry_run_never_drops_or_builds_indexes(tmp_path):
         editor.remove_index(Product, Product._meta.indexes[-1])
 
     with CaptureQueriesContext(connection) as queries:
-        out, _ = run(str(path), "--dry-run", "--defer-search-indexes")
+        out, _ = run(str(path), "--dry-run", "--defer-indexes")
 
     assert index_statements(queries, "DROP INDEX") == []
     assert index_statements(queries, "CREATE INDEX") == []
@@ -612,7 +625,7 @@ def test_dry_run_never_drops_or_builds_indexes(tmp_path):
     assert "catalog_product_desc_fts" not in product_indexes()
 
 
-def test_run_that_rejects_rows_still_builds_the_search_indexes(tmp_path):
+def test_run_that_rejects_rows_still_builds_the_indexes(tmp_path):
     owner = UserFactory()
     before = product_indexes()
     path = write(
@@ -627,7 +640,7 @@ def test_run_that_rejects_rows_still_builds_the_search_indexes(tmp_path):
         message, out, _ = run_failing(str(path))
 
     assert message == "1 row(s) rejected"
-    assert len(index_statements(queries, "DROP INDEX")) == 3
+    assert len(index_statements(queries, "DROP INDEX")) == len(MODEL_INDEXES)
     assert product_indexes() == before
     assert summary(out)["created"] == "1"
 
@@ -637,18 +650,19 @@ def test_indexes_missing_after_a_crash_are_built_by_any_next_run(tmp_path):
     ProductFactory(owner=owner, sku="IMP-00000")
     before = product_indexes()
     # What a run killed between dropping and building leaves behind.
-    lost = [i for i in Product._meta.indexes if i.name in SEARCH_INDEXES[:2]]
+    lost = ["catalog_product_price", "catalog_product_name_trgm"]
     with connection.schema_editor() as editor:
-        for index in lost:
-            editor.remove_index(Product, index)
-    assert "catalog_product_name_trgm" not in product_indexes()
+        for index in Product._meta.indexes:
+            if index.name in lost:
+                editor.remove_index(Product, index)
+    assert not set(lost) & set(product_indexes())
     path = write(tmp_path, "p.csv", rows_csv(owner.email, 2))
 
     out, _ = run(str(path))
 
     assert out.splitlines()[0] == (
         "Built missing index(es) catalog_product_name_trgm,"
-        " catalog_product_sku_trgm (left by an interrupted import?)."
+        " catalog_product_price (left by an interrupted import?)."
     )
     assert product_indexes() == before
     assert summary(out)["created"] == "1" and summary(out)["updated"] == "1"
@@ -669,8 +683,8 @@ def test_import_leaves_indexes_alone_while_another_load_defers_them(
             out, _ = run(str(path))
 
     assert out.splitlines()[0] == (
-        "Another import is loading products with the search indexes dropped;"
-        " they are built when it ends."
+        "Another import is loading products with the indexes dropped;"
+        " it builds them when it ends."
     )
     assert index_statements(queries, "DROP INDEX") == []
     assert index_statements(queries, "CREATE INDEX") == []

@@ -14,9 +14,9 @@ from catalog.services import (
     UPSERT_OPTIONAL_FIELDS,
     categories_ensure,
     product_index_lock,
+    product_indexes_drop,
     product_indexes_missing,
     product_indexes_restore,
-    product_search_indexes_drop,
     products_upsert,
 )
 from catalog.validation import MSG_BLANK, MSG_REQUIRED, clean_product
@@ -103,14 +103,15 @@ class Command(ImportCommand):
             help="Owner of rows that name none (required without an owner column).",
         )
         parser.add_argument(
-            "--defer-search-indexes",
+            "--defer-indexes",
             action=argparse.BooleanOptionalAction,
             default=None,
-            help="Drop the search indexes (trigram on name and SKU, full text on"
-            " description) for the load and build them once after the last batch:"
-            " several times faster for big loads, but searches run unindexed until"
-            " the load ends and writes to products wait during the build. Default:"
-            " on when the catalog is empty. Never with --dry-run.",
+            help="Drop the product indexes that serve filters, orderings and search"
+            " (not the primary key nor the unique SKU) for the load, and build them"
+            " after the last batch: much faster for a big load, but product lists"
+            " and searches scan the table until the load ends, and writes to"
+            " products wait while the indexes are built. Default: on when the"
+            " catalog is empty. Never with --dry-run.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -128,8 +129,8 @@ class Command(ImportCommand):
         with product_index_lock() as held:
             if not held:
                 self._note(
-                    "Another import is loading products with the search indexes"
-                    " dropped; they are built when it ends."
+                    "Another import is loading products with the indexes dropped;"
+                    " it builds them when it ends."
                 )
             else:
                 # A run killed after dropping indexes leaves them missing.
@@ -138,24 +139,24 @@ class Command(ImportCommand):
                         f"Built missing index(es) {', '.join(restored)}"
                         " (left by an interrupted import?)."
                     )
-                defer = options["defer_search_indexes"]
+                defer = options["defer_indexes"]
                 if defer is None:
                     defer = not Product.objects.exists()
                 if defer:
-                    self.deferred = product_search_indexes_drop()
+                    self.deferred = product_indexes_drop()
             try:
                 super().handle(*args, **options)
             finally:
                 self.after_batches()
 
     def after_batches(self) -> None:
-        """Build the search indexes dropped for this load."""
+        """Build the indexes dropped for this load."""
         if not self.deferred:
             return
         names, self.deferred = self.deferred, []
         terminal = self.verbosity >= 1 and self.stderr.isatty()
         if terminal:
-            self.stderr.write(f"\rbuilding {len(names)} search indexes...", ending="")
+            self.stderr.write(f"\rbuilding {len(names)} indexes...", ending="")
         started = time.monotonic()
         try:
             product_indexes_restore()
@@ -163,15 +164,15 @@ class Command(ImportCommand):
             text = str(exc).strip()
             reason = text.splitlines()[0] if text else "interrupted"
             raise CommandError(
-                f"search indexes not built ({reason}); the next import_products"
-                " run builds them"
+                f"indexes not built ({reason}); the next import_products run"
+                " builds them"
             ) from exc
         finally:
             if terminal:
                 self.stderr.write("\r\x1b[K", ending="")
         if self.verbosity >= 2:
             self.stdout.write(
-                f"search indexes built in {time.monotonic() - started:.1f} s:"
+                f"indexes built in {time.monotonic() - started:.1f} s:"
                 f" {', '.join(names)}"
             )
 
