@@ -479,6 +479,7 @@ def products_upsert(*, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
 _INDEX_LOCK_KEY = 0x63617470  # "catp"
 # Long enough for the backend of a killed import to notice and release it.
 _INDEX_LOCK_WAIT = "10s"
+_DROP_LOCK_WAIT = "2s"
 # Per build: sorts and GIN accumulates in memory when they fit (the server
 # default is 64MB, which makes the full-text build spill).
 INDEX_BUILD_MEMORY = "512MB"
@@ -582,17 +583,28 @@ def product_indexes_restore() -> list[str]:
     return [index.name for index in todo]
 
 
-@transaction.atomic
 def product_indexes_drop() -> list[str]:
     """Drop Product's model indexes (filters, orderings, search); return their names.
 
     Call it under product_index_lock() and build them back with
     product_indexes_restore(); until then lists and searches scan the table.
-    The primary key and the unique SKU stay.
+    The primary key and the unique SKU stay. Drops nothing (and returns [])
+    when the table stays in use for _DROP_LOCK_WAIT.
     """
     missing = set(product_indexes_missing())
     dropped = [index for index in Product._meta.indexes if index.name not in missing]
-    with connection.schema_editor(atomic=False) as editor:
-        for index in dropped:
-            editor.remove_index(Product, index)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            # A queued DROP INDEX blocks every later reader of the table:
+            # give up soon rather than stall the API behind a long transaction.
+            cursor.execute(
+                "SELECT set_config('lock_timeout', %s, true)", [_DROP_LOCK_WAIT]
+            )
+            with connection.schema_editor(atomic=False) as editor:
+                for index in dropped:
+                    editor.remove_index(Product, index)
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        return []
     return [index.name for index in dropped]

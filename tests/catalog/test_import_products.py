@@ -689,3 +689,24 @@ def test_import_leaves_indexes_alone_while_another_load_defers_them(
     assert index_statements(queries, "DROP INDEX") == []
     assert index_statements(queries, "CREATE INDEX") == []
     assert summary(out)["created"] == "2"
+
+
+def test_busy_catalog_is_loaded_with_its_indexes_in_place(tmp_path, monkeypatch):
+    owner = UserFactory()
+    path = write(tmp_path, "p.csv", rows_csv(owner.email, 2))
+    monkeypatch.setattr("catalog.services._DROP_LOCK_WAIT", "100ms")
+    dsn = "postgresql://postgres@127.0.0.1:5432/" + connection.settings_dict["NAME"]
+    with psycopg.connect(dsn) as reader:
+        # A long transaction that has read products holds a lock DROP INDEX
+        # has to wait for.
+        reader.execute("SELECT count(*) FROM catalog_product")
+        with CaptureQueriesContext(connection) as queries:
+            out, _ = run(str(path))
+
+    assert out.splitlines()[0] == (
+        "catalog_product is in use by another transaction; loading with its"
+        " indexes in place."
+    )
+    assert index_statements(queries, "CREATE INDEX") == []
+    assert set(product_indexes()) >= set(MODEL_INDEXES)
+    assert summary(out)["created"] == "2"

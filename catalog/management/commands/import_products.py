@@ -126,28 +126,41 @@ class Command(ImportCommand):
                 )
             super().handle(*args, **options)
             return
-        with product_index_lock() as held:
-            if not held:
-                self._note(
-                    "Another import is loading products with the indexes dropped;"
-                    " it builds them when it ends."
-                )
-            else:
-                # A run killed after dropping indexes leaves them missing.
-                if restored := product_indexes_restore():
+        try:
+            with product_index_lock() as held:
+                if held:
+                    self._prepare_indexes(options["defer_indexes"])
+                else:
                     self._note(
-                        f"Built missing index(es) {', '.join(restored)}"
-                        " (left by an interrupted import?)."
+                        "Another import is loading products with the indexes"
+                        " dropped; it builds them when it ends."
                     )
-                defer = options["defer_indexes"]
-                if defer is None:
-                    defer = not Product.objects.exists()
-                if defer:
-                    self.deferred = product_indexes_drop()
-            try:
-                super().handle(*args, **options)
-            finally:
-                self.after_batches()
+                try:
+                    super().handle(*args, **options)
+                finally:
+                    self.after_batches()
+        except DatabaseError as exc:
+            text = str(exc).strip()
+            raise CommandError(
+                f"database error: {text.splitlines()[0] if text else exc!r}"
+            ) from exc
+
+    def _prepare_indexes(self, defer: bool | None) -> None:
+        # A run killed after dropping indexes leaves them missing.
+        if restored := product_indexes_restore():
+            self._note(
+                f"Built missing index(es) {', '.join(restored)}"
+                " (left by an interrupted import?)."
+            )
+        if defer is None:
+            defer = not Product.objects.exists()
+        if defer:
+            self.deferred = product_indexes_drop()
+            if not self.deferred:
+                self._note(
+                    "catalog_product is in use by another transaction; loading"
+                    " with its indexes in place."
+                )
 
     def after_batches(self) -> None:
         """Build the indexes dropped for this load."""
