@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         dashboard_samples=args.dashboard_samples,
         row_sample=args.row_sample,
     )
+    stack.log_path.unlink(missing_ok=True)
     load_before = os.getloadavg()[0]
     started = time.monotonic()
     data.prepare(stack, size, log=_log)

@@ -1,13 +1,15 @@
 """Helpers that need Django itself, run in a subprocess with the bench environment.
 
 `python -m bench.djangoside ensure-users` creates or refreshes the bench's staff
-and regular accounts; `python -m bench.djangoside row-by-row FILE N` saves the
-first N rows of an export file with one `Product.save()` each, in autocommit
-(the baseline the importer is compared with). Each prints one JSON line.
+and regular accounts; `python -m bench.djangoside row-by-row FILE N [--tail]`
+saves the first (or last) N rows of an export file with one `Product.save()`
+each, in autocommit (the baseline the importer is compared with). Each prints
+one JSON line.
 """
 
 from __future__ import annotations
 
+import collections
 import csv
 import itertools
 import json
@@ -35,15 +37,26 @@ def ensure_users() -> dict:
     return ids
 
 
-def row_by_row(path: str, limit: int) -> dict:
-    """Save the first *limit* rows of a product export, one save() per row."""
+def row_by_row(path: str, limit: int, *, tail: bool = False) -> dict:
+    """Save *limit* rows of a product export, one save() per row.
+
+    The first rows by default; with *tail*, the last ones, whose products are
+    deleted first (untimed), so they are saved into an otherwise full catalog.
+    """
     from decimal import Decimal
 
     from accounts.models import User
     from catalog.models import Category, Product
 
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        rows = list(itertools.islice(csv.DictReader(handle), limit))
+        reader = csv.DictReader(handle)
+        rows = (
+            list(collections.deque(reader, maxlen=limit))
+            if tail
+            else list(itertools.islice(reader, limit))
+        )
+    if tail:
+        Product.objects.filter(sku__in=[r["sku"] for r in rows]).delete()
     # Categories and owners are looked up before the clock starts: only the
     # saves are timed, which makes this baseline as fast as it can be.
     categories = {
@@ -83,7 +96,7 @@ def main(argv: list[str]) -> int:
     if argv[0] == "ensure-users":
         result = ensure_users()
     elif argv[0] == "row-by-row":
-        result = row_by_row(argv[1], int(argv[2]))
+        result = row_by_row(argv[1], int(argv[2]), tail="--tail" in argv[3:])
     else:
         raise SystemExit(f"unknown helper {argv[0]!r}")
     sys.stdout.write(json.dumps(result) + "\n")
