@@ -49,7 +49,10 @@ def test_wrk_replays_every_path_and_counts_4xx_as_errors(tmp_path):
         server.server_close()
     assert set(_Recorder.seen) == {"/a?x=1", "/b", "/missing"}
     assert result.requests >= 3
-    assert result.non_2xx == _Recorder.seen.count("/missing")
+    # wrk stops counting at the deadline: the request in flight then reaches the
+    # server but not wrk's tally.
+    missing = _Recorder.seen.count("/missing")
+    assert missing - 1 <= result.non_2xx <= missing
     assert result.errors >= result.non_2xx > 0
     assert result.p99_ms >= result.p50_ms > 0
 
