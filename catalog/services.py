@@ -474,6 +474,7 @@ def products_upsert(*, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
 # not need them (the upsert needs only the primary key and the unique SKU).
 # Kept up row by row they cost more than the rest of a load into an empty
 # catalog, while built once over the loaded table they cost a fraction of it.
+
 # Session-level advisory lock held while indexes are absent on purpose, so
 # that another session never takes them for the leftovers of a crash.
 _INDEX_LOCK_KEY = 0x63617470  # "catp"
