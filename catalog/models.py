@@ -85,6 +85,12 @@ class Product(models.Model):
                 name="catalog_product_active_new",
             ),
             models.Index(fields=["-created_at", "-id"], name="catalog_product_created"),
+            # The dashboard's low-stock list: a short walk instead of a scan.
+            models.Index(
+                fields=["stock", "id"],
+                condition=models.Q(is_active=True),
+                name="catalog_product_low_stock",
+            ),
             models.Index(fields=["price", "id"], name="catalog_product_price"),
             models.Index(fields=["name", "id"], name="catalog_product_name"),
             # Trigram indexes serve icontains (UPPER(col) LIKE UPPER('%q%')).

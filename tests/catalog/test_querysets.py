@@ -43,6 +43,7 @@ def test_product_indexes_serve_filters_orderings_and_search():
         "(is_active, created_at DESC, id DESC)" in indexes["catalog_product_active_new"]
     )
     assert "(price, id)" in indexes["catalog_product_price"]
+    assert "(stock, id) WHERE is_active" in indexes["catalog_product_low_stock"]
     assert "gin_trgm_ops" in indexes["catalog_product_name_trgm"]
     assert "gin_trgm_ops" in indexes["catalog_product_sku_trgm"]
     assert "to_tsvector" in indexes["catalog_product_desc_fts"]
