@@ -123,6 +123,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ensure_wrk()
     stack = Stack(database=args.database, redis_url=args.redis_url)
+    # Two runs on one scratch database would truncate and reseed under each
+    # other: hold a session advisory lock for the whole run.
+    lock = stack.connect(database="postgres")
+    key = f"bench:{stack.database}"
+    if not lock.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [key]).fetchone()[
+        0
+    ]:
+        lock.close()
+        print(
+            f"another benchmark run is using database {stack.database!r}; "
+            "wait for it or pass --database",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        return _run(args, argv, stack)
+    finally:
+        lock.close()
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
+    """Seed, serve, run the selected groups and print the table."""
     size = data.Size(args.products, args.users, args.categories, args.seed)
     options = Options(
         duration=args.duration,
