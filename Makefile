@@ -31,8 +31,12 @@ $(VENV)/.synced: pyproject.toml uv.lock
 	  base=$$($(find_python)) || { echo "error: Python 3.12+ is required (Django 6); install python3.13 or set PYTHON=/path/to/python3.13" >&2; exit 1; }; \
 	  echo "Using $$base"; "$$base" -m venv $(VENV); \
 	fi; \
-	[ -x $(VENV)/bin/uv ] || $(PY) -m pip install --quiet --disable-pip-version-check uv; \
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(VENV)/bin/uv sync --frozen --inexact --python $(PY) --quiet
+	uv=$$(command -v $(VENV)/bin/uv || command -v uv || true); \
+	if [ -z "$$uv" ] || ! "$$uv" --version >/dev/null 2>&1; then \
+	  $(PY) -m ensurepip --upgrade >/dev/null 2>&1 || true; \
+	  $(PY) -m pip install --quiet --disable-pip-version-check uv; uv=$(VENV)/bin/uv; \
+	fi; \
+	UV_PROJECT_ENVIRONMENT=$(VENV) "$$uv" sync --frozen --inexact --python $(PY) --quiet
 	@touch $@
 
 install: $(VENV)/.synced
