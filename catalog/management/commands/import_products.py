@@ -19,7 +19,12 @@ from catalog.services import (
     product_indexes_restore,
     products_upsert,
 )
-from catalog.validation import MSG_BLANK, MSG_REQUIRED, clean_product
+from catalog.validation import (
+    MSG_BLANK,
+    MSG_REQUIRED,
+    PRODUCT_FIELDS,
+    clean_product,
+)
 from config.bulkio import ImportCommand, Record, Rejection, UpsertResult
 from config.metrics import BULK_ROWS_WRITTEN
 
@@ -82,17 +87,7 @@ class Command(ImportCommand):
         "is rejected. Any product index that an interrupted run left missing is "
         "built again first."
     )
-    columns = (
-        "sku",
-        "name",
-        "slug",
-        "description",
-        "price",
-        "stock",
-        "is_active",
-        "category",
-        "owner",
-    )
+    columns = (*PRODUCT_FIELDS, "owner")
     required = ("sku", "name", "price", "category")
 
     def add_arguments(self, parser: Any) -> None:
