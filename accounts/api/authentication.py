@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import copy
+import functools
 from typing import Any
 
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
+from rest_framework.permissions import SAFE_METHODS
+from rest_framework.request import Request
 from rest_framework_simplejwt.authentication import (
     JWTAuthentication as BaseJWTAuthentication,
 )
@@ -11,10 +15,32 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import Token
 
 from accounts.models import User
+from config.cache import NAMESPACE_USERS, NamespaceMemo
+
+# Signed-in reads find their user here instead of in PostgreSQL. Every user
+# write bumps the "users" namespace after commit (the same invalidation as
+# cached responses, tested per write path), so a deactivation still takes
+# effect on the very next request, in every process.
+_active_users = NamespaceMemo(NAMESPACE_USERS)
+
+
+def _active_user(user_id: int) -> User | None:
+    # is_active is part of the lookup (a primary-key probe): one query.
+    return User.objects.active().filter(pk=user_id).first()
 
 
 class JWTAuthentication(BaseJWTAuthentication):
-    """Bearer-token authentication that loads an active user in one indexed query."""
+    """Bearer-token authentication of active users.
+
+    Reads (GET, HEAD, OPTIONS) take the user from a per-process memo checked
+    against the "users" namespace version (one Redis round trip, no query);
+    writes always load it from PostgreSQL, as does every request while Redis
+    is down.
+    """
+
+    def authenticate(self, request: Request) -> tuple[Any, Token] | None:
+        self._read_only = request.method in SAFE_METHODS
+        return super().authenticate(request)
 
     def get_user(self, validated_token: Token) -> Any:
         try:
@@ -23,10 +49,12 @@ class JWTAuthentication(BaseJWTAuthentication):
             raise InvalidToken(
                 "Token contained no recognizable user identification"
             ) from exc
-        # is_active is part of the lookup (a primary-key probe), so a
-        # deactivation takes effect on the very next request, with no cache to
-        # invalidate and no second query.
-        user = User.objects.active().filter(pk=user_id).first()
+        if getattr(self, "_read_only", False):
+            kept = _active_users.get(user_id, functools.partial(_active_user, user_id))
+            # A copy per request: views may set attributes on request.user.
+            user = copy.copy(kept) if kept is not None else None
+        else:
+            user = _active_user(user_id)
         if user is None:
             raise AuthenticationFailed(
                 "User not found or inactive.", code="user_inactive"

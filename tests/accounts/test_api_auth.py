@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.models import User
-from tests.factories import TEST_PASSWORD, UserFactory
+from tests.factories import TEST_PASSWORD, ProductFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -203,17 +203,67 @@ def test_authenticated_request_costs_one_query(
 
 
 def test_deactivation_stops_access_tokens_at_once(
-    tokens_for, auth_client, user, staff_user
+    tokens_for, auth_client, user, staff_user, django_capture_on_commit_callbacks
 ):
     access = tokens_for(user)["access"]
     assert _me(access) == 200
+    assert _me(access) == 200  # the user is now kept by this process
 
-    response = auth_client(staff_user).delete(
-        reverse("api:user-detail", args=[user.pk])
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = auth_client(staff_user).delete(
+            reverse("api:user-detail", args=[user.pk])
+        )
 
     assert response.status_code == 204
     assert _me(access) == 401
+
+
+def test_signed_in_reads_find_their_user_without_a_query(
+    tokens_for, user, django_assert_num_queries
+):
+    product_url = reverse("api:product-detail", args=[ProductFactory().pk])
+    client = _bearer(tokens_for(user)["access"])
+    assert client.get(product_url)["X-Cache"] == "MISS"
+
+    with django_assert_num_queries(0):
+        response = client.get(product_url)
+
+    assert response.status_code == 200
+    assert response["X-Cache"] == "HIT"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"is_active": False}, {"is_staff": True}],
+    ids=["deactivated", "made-staff"],
+)
+def test_a_committed_user_change_reaches_the_next_signed_in_read(
+    tokens_for, user, change, django_capture_on_commit_callbacks
+):
+    access = tokens_for(user)["access"]
+    client = _bearer(access)
+    assert client.get(reverse("api:user-me")).json()["is_staff"] is False
+
+    with django_capture_on_commit_callbacks(execute=True):
+        User.objects.filter(pk=user.pk).update(**change)
+
+    response = client.get(reverse("api:user-me"))
+    if change.get("is_active") is False:
+        assert response.status_code == 401
+    else:
+        assert response.json()["is_staff"] is True
+
+
+def test_writes_load_their_user_from_the_database(tokens_for, user):
+    access = tokens_for(user)["access"]
+    assert _me(access) == 200  # kept by this process
+    # Not committed yet, so no namespace bump: only a query can see it.
+    User.objects.filter(pk=user.pk).update(is_active=False)
+
+    # An empty body would be a 400 for an active user: auth runs first.
+    response = _bearer(access).post(reverse("api:product-list"), {}, format="json")
+
+    assert response.status_code == 401
 
 
 # --- Refresh -------------------------------------------------------------------

@@ -14,6 +14,7 @@ from django.urls import reverse
 from prometheus_client import REGISTRY
 
 import config.cache
+from accounts.models import User
 from config.cache import NAMESPACE_CATALOG, bump_namespace, namespace_versions
 from tests.factories import ProductFactory
 
@@ -132,6 +133,19 @@ def test_sign_in_and_throttles_fail_open_while_redis_is_down(
 ):
     redis_server.kill()
     assert set(tokens_for(user)) >= {"access", "refresh"}
+
+
+def test_signed_in_reads_check_the_user_in_postgresql_while_redis_is_down(
+    redis_server, auth_client, user
+):
+    client = auth_client(user)
+    me = reverse("api:user-me")
+    assert client.get(me).status_code == 200  # the user is kept by this process
+    redis_server.kill()
+    # No bump can reach Redis now: the kept user must not be trusted.
+    User.objects.filter(pk=user.pk).update(is_active=False)
+
+    assert client.get(me).status_code == 401
 
 
 def test_circuit_breaker_skips_redis_after_a_failure(redis_server, settings):
