@@ -119,6 +119,7 @@ class FailOpenRedisCache(RedisCache):
         self._ignore_exceptions = False
 
     get = _fail_open()(RedisCache.get)
+
     @_fail_open({})
     def get_many(self, keys: Iterable[str], version: int | None = None) -> dict:
         """Return the values of *keys* that exist, in one MGET.
