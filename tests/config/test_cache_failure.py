@@ -148,6 +148,17 @@ def test_signed_in_reads_check_the_user_in_postgresql_while_redis_is_down(
     assert client.get(me).status_code == 401
 
 
+def test_reads_survive_redis_closing_an_idle_connection(redis_server):
+    cache.set("k", "v")
+    assert cache.get_many(["k"]) == {"k": "v"}  # opens the read connection
+    errors_before = cache_errors()
+    # What a Redis restart or its idle timeout does to every open socket.
+    redis.Redis.from_url(redis_server.url).client_kill_filter(_type="normal")
+
+    assert cache.get_many(["k"]) == {"k": "v"}
+    assert cache_errors() == errors_before  # retried once, not counted as down
+
+
 def test_circuit_breaker_skips_redis_after_a_failure(redis_server, settings):
     settings.CACHE_RETRY_AFTER = 60
     redis_server.kill()
