@@ -26,13 +26,13 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.http import HttpResponse, HttpResponseBase
-from django.utils.http import parse_etags
 from django_prometheus.cache.backends.redis import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
 from redis.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from config.api.mixins import etag_matches
 from config.db_router import primary_reads
 from config.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_MISSES
 
@@ -326,11 +326,15 @@ def response_cache_key(
 ) -> str:
     """Return the key of a GET response: everything that can change its bytes."""
     # Sorted by parameter name only: the order of repeated values can matter.
-    query = urlencode(
-        sorted(
-            ((k, v) for k, values in request.GET.lists() for v in values),
-            key=lambda pair: pair[0],
+    query = (
+        urlencode(
+            sorted(
+                ((k, v) for k, values in request.GET.lists() for v in values),
+                key=lambda pair: pair[0],
+            )
         )
+        if request.META.get("QUERY_STRING")
+        else ""
     )
     renderer = getattr(request, "accepted_renderer", None)
     parts = [
@@ -494,12 +498,8 @@ class CachedViewMixin:
         if hit:
             CACHE_HITS.labels(namespace=label).inc()
             etag = entry[2].get("ETag")
-            # If-None-Match compares weakly (RFC 9110), as ETagMixin does.
-            tags = [
-                tag.removeprefix("W/")
-                for tag in parse_etags(request.headers.get("If-None-Match", ""))
-            ]
-            if etag and (etag in tags or "*" in tags):
+            if_none_match = request.META.get("HTTP_IF_NONE_MATCH")
+            if etag and if_none_match and etag_matches(if_none_match, etag, weak=True):
                 response = HttpResponse(status=304)
                 response["ETag"] = etag
             else:
