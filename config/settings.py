@@ -259,6 +259,7 @@ SIMPLE_JWT = {
     "ALGORITHM": ALGORITHM,
     "SIGNING_KEY": SECRET_KEY,
     "AUTH_HEADER_TYPES": ("Bearer",),
+    "AUTH_TOKEN_CLASSES": ("accounts.api.authentication.VerifiedOnceAccessToken",),
 }
 
 SPECTACULAR_SETTINGS = {

@@ -254,6 +254,25 @@ def test_a_committed_user_change_reaches_the_next_signed_in_read(
         assert response.json()["is_staff"] is True
 
 
+def test_a_token_seen_before_still_expires(tokens_for, user, monkeypatch):
+    access = tokens_for(user)["access"]
+    assert _me(access) == 200  # its signature is now known to this process
+    lifetime = settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"]
+    later = timezone.now() + lifetime + timedelta(seconds=1)
+    monkeypatch.setattr("rest_framework_simplejwt.tokens.aware_utcnow", lambda: later)
+
+    assert _me(access) == 401
+
+
+def test_a_token_with_one_changed_byte_is_refused_after_a_good_one(tokens_for, user):
+    access = tokens_for(user)["access"]
+    assert _me(access) == 200
+    header, payload, signature = access.split(".")
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+
+    assert _me(f"{header}.{payload}.{flipped}") == 401
+
+
 def test_writes_load_their_user_from_the_database(tokens_for, user):
     access = tokens_for(user)["access"]
     assert _me(access) == 200  # kept by this process
