@@ -302,11 +302,6 @@ class NamespaceMemo:
                     self._entries.popitem(last=False)
         return value
 
-    def clear(self) -> None:
-        """Forget every kept value."""
-        with self._lock:
-            self._entries.clear()
-
 
 # --- Cached views ---
 LOCK_TIMEOUT_SECONDS = 10
