@@ -49,15 +49,21 @@ def _clean_category(value: Any) -> tuple[str | None, str | None]:
     return slug, None
 
 
+# Files name few categories and owners many times: each value is checked once
+# per run, and the memo starts over when it holds this many.
+_MEMO_SIZE = 100_000
+
+
 def _memoized(
     cache: dict[str, tuple[str | None, str | None]],
     clean: Callable[[Any], tuple[str | None, str | None]],
     value: Any,
 ) -> tuple[str | None, str | None]:
-    # Files name few categories and owners many times: check each value once.
     if not isinstance(value, str):
         return clean(value)
     if (known := cache.get(value)) is None:
+        if len(cache) >= _MEMO_SIZE:
+            cache.clear()
         known = cache[value] = clean(value)
     return known
 
@@ -185,6 +191,8 @@ class Command(ImportCommand):
             )
 
     def check_options(self, options: dict[str, Any]) -> None:
+        self._category_memo: dict[str, tuple[str | None, str | None]] = {}
+        self._owner_memo: dict[str, tuple[str | None, str | None]] = {}
         self.default_owner: str | None = None
         if options["owner"]:
             email, error = _clean_owner(options["owner"])
@@ -205,11 +213,12 @@ class Command(ImportCommand):
         """Check rows with the API's rules; categories and owners by name only."""
         pending: list[tuple[dict[str, Any], Record, str, str]] = []
         rejections: list[Rejection] = []
-        categories: dict[str, tuple[str | None, str | None]] = {}
-        owners: dict[str, tuple[str | None, str | None]] = {}
+        categories, owners = self._category_memo, self._owner_memo
         for record in records:
             data = record.data
-            fields = {k: v for k, v in data.items() if k not in ("category", "owner")}
+            fields = data.copy()
+            fields.pop("category", None)
+            fields.pop("owner", None)
             cleaned, errors = clean_product(fields)
             # clean_product wants a category id; the file names a slug instead.
             errors.pop("category", None)
