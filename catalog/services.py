@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.postgres.indexes import GinIndex
@@ -343,6 +344,19 @@ _PRODUCT_COLUMNS = (
     "owner_id",
 )
 _ALWAYS_WRITTEN = ("name", "price", "category_id", "owner_id")
+# Whether any SKU is taken, the transaction's now() and whether the session
+# may skip triggers. The SKUs go as one text: encoding an array parameter costs
+# more than the lookup (a separator inside a SKU would only send the batch to
+# the merge or to the COPY's own unique check). now() goes as text too:
+# psycopg formats a datetime slower than COPY parses it.
+_NEW_SKUS_SQL = (
+    "SELECT EXISTS (SELECT FROM catalog_product"
+    " WHERE sku = ANY(string_to_array(%s, E'\\n'))),"
+    " now()::text,"
+    " current_setting('session_replication_role') = 'origin' AND {may_skip}"
+)
+_CATEGORY_AT = _PRODUCT_COLUMNS.index("category_id")
+_OWNER_AT = _PRODUCT_COLUMNS.index("owner_id")
 
 
 def categories_ensure(*, slugs: Collection[str]) -> dict[str, int]:
@@ -410,18 +424,86 @@ def _product_merge_sql(given: Sequence[str]) -> str:
     )
 
 
-@transaction.atomic
-def products_upsert(*, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
-    """Insert or update products by SKU in bulk; identical rows are left untouched.
+def _product_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    price = row["price"]
+    return (
+        row["sku"],
+        row["name"],
+        row.get("slug") or slugify(row["name"])[:200],
+        row.get("description", _UPSERT_DEFAULTS["description"]),
+        # COPY's text form of a Decimal, made here: psycopg's dumper is slower.
+        str(price) if type(price) is Decimal else price,
+        row.get("stock", _UPSERT_DEFAULTS["stock"]),
+        row.get("is_active", _UPSERT_DEFAULTS["is_active"]),
+        row["category_id"],
+        row["owner_id"],
+    )
 
-    Each row holds clean_product's values: sku, name, price, category_id and
-    owner_id, plus any of UPSERT_OPTIONAL_FIELDS. A SKU repeated in *rows*: the
-    last one wins. Rows are staged with COPY into a temporary table and merged
-    with one INSERT ... ON CONFLICT (sku) DO UPDATE ... WHERE IS DISTINCT FROM
-    per set of optional columns, so unchanged rows are neither written nor
-    counted as updated.
+
+def _referenced_rows_locked(values: Sequence[tuple[Any, ...]]) -> bool:
+    # What the deferred foreign-key triggers would do once per row, done once
+    # per batch: lock each referenced category and owner FOR KEY SHARE until
+    # commit (a concurrent DELETE then waits, and its own check sees these
+    # rows), and say whether every one of them exists.
+    categories = {row[_CATEGORY_AT] for row in values}
+    owners = {row[_OWNER_AT] for row in values}
+    owner_model = Product._meta.get_field("owner").related_model
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM (SELECT FROM"  # noqa: S608
+            f" {Category._meta.db_table} WHERE {Category._meta.pk.column}"
+            " = ANY(%s) FOR KEY SHARE) c), (SELECT count(*) FROM (SELECT FROM"
+            f" {owner_model._meta.db_table} WHERE {owner_model._meta.pk.column}"
+            " = ANY(%s) FOR KEY SHARE) o)",
+            [list(categories), list(owners)],
+        )
+        found = cursor.fetchone()
+    return found == (len(categories), len(owners))
+
+
+def _products_insert_new(latest: Mapping[str, Mapping[str, Any]]) -> bool:
+    """COPY *latest* straight into catalog_product if none of its SKUs exists.
+
+    Return False, having written nothing, when one does (or a concurrent
+    transaction inserts one meanwhile): the caller then merges.
     """
-    latest = {row["sku"]: row for row in rows}
+    # SET session_replication_role: superusers, or a GRANT SET ON PARAMETER.
+    may_skip = (
+        "current_setting('is_superuser') = 'on'"
+        if connection.pg_version < 150000
+        else "has_parameter_privilege('session_replication_role', 'SET')"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(_NEW_SKUS_SQL.format(may_skip=may_skip), ["\n".join(latest)])
+        taken, now, may_skip_triggers = cursor.fetchone()
+    if taken:
+        return False
+    values = [(*_product_values(row), now, now) for row in latest.values()]
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            # The new rows are checked against their categories and owners
+            # here, in one query, instead of by two trigger calls per row at
+            # commit (on a first load, about as long as the COPY itself).
+            skip_triggers = may_skip_triggers and _referenced_rows_locked(values)
+            if skip_triggers:
+                cursor.execute("SET LOCAL session_replication_role = replica")
+            copy_rows(
+                Product._meta.db_table,
+                (*_PRODUCT_COLUMNS, "created_at", "updated_at"),
+                values,
+            )
+            if skip_triggers:
+                # Only the COPY skips them: the rest of the transaction (and
+                # the trigger events queued before) keeps the usual checks.
+                cursor.execute("SET LOCAL session_replication_role = origin")
+    except IntegrityError as exc:
+        if not _is_sku_conflict(exc):
+            raise
+        return False
+    return True
+
+
+def _products_merge(latest: Mapping[str, Mapping[str, Any]]) -> UpsertResult:
     groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
     for row in latest.values():
         given = tuple(f for f in UPSERT_OPTIONAL_FIELDS if f in row)
@@ -439,18 +521,7 @@ def products_upsert(*, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
         _PRODUCT_STAGE,
         ("grp", *_PRODUCT_COLUMNS),
         (
-            (
-                grp,
-                row["sku"],
-                row["name"],
-                row.get("slug") or slugify(row["name"])[:200],
-                row.get("description", _UPSERT_DEFAULTS["description"]),
-                row["price"],
-                row.get("stock", _UPSERT_DEFAULTS["stock"]),
-                row.get("is_active", _UPSERT_DEFAULTS["is_active"]),
-                row["category_id"],
-                row["owner_id"],
-            )
+            (grp, *_product_values(row))
             for grp, group in enumerate(groups.values())
             for row in group
         ),
@@ -462,6 +533,28 @@ def products_upsert(*, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
             cursor.execute(_product_merge_sql(given), [grp])
             created, written = cursor.fetchone()
             result += UpsertResult(created, written - created, len(group) - written)
+    return result
+
+
+@transaction.atomic
+def products_upsert(*, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
+    """Insert or update products by SKU in bulk; identical rows are left untouched.
+
+    Each row holds clean_product's values: sku, name, price, category_id and
+    owner_id, plus any of UPSERT_OPTIONAL_FIELDS. A SKU repeated in *rows*: the
+    last one wins. When none of the SKUs exists yet (a first load), the rows
+    are copied straight into catalog_product. Otherwise they are staged with
+    COPY into a temporary table and merged with one INSERT ... ON CONFLICT
+    (sku) DO UPDATE ... WHERE IS DISTINCT FROM per set of optional columns, so
+    unchanged rows are neither written nor counted as updated.
+    """
+    latest = {row["sku"]: row for row in rows}
+    if not latest:
+        return UpsertResult()
+    if _products_insert_new(latest):
+        result = UpsertResult(created=len(latest))
+    else:
+        result = _products_merge(latest)
     if result.created or result.updated:
         # Raw SQL sends no signal: refresh cached reads once this commits.
         bump_on_commit(NAMESPACE_CATALOG)

@@ -13,12 +13,13 @@ import psycopg
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from catalog import services
 from catalog.models import Category, Product
+from catalog.services import products_upsert
 from tests.factories import CategoryFactory, ProductFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -553,13 +554,16 @@ def test_load_into_empty_catalog_defers_model_indexes_and_builds_them_after(
     assert all(any(f'"{name}"' in sql for sql in built) for name in MODEL_INDEXES)
     assert not any("catalog_product_sku" in sql for sql in dropped if "key" in sql)
     # Dropped before the first batch, built after the last one.
+    # Each batch write starts by looking up its SKUs (then copies or merges).
     statements = [q["sql"] for q in queries.captured_queries]
-    merges = [
-        i for i, sql in enumerate(statements) if "INSERT INTO catalog_product " in sql
+    writes = [
+        i
+        for i, sql in enumerate(statements)
+        if sql.startswith("SELECT EXISTS (SELECT FROM catalog_product")
     ]
-    assert len(merges) == 3
-    assert max(statements.index(sql) for sql in dropped) < merges[0]
-    assert min(statements.index(sql) for sql in built) > merges[-1]
+    assert len(writes) == 3
+    assert max(statements.index(sql) for sql in dropped) < writes[0]
+    assert min(statements.index(sql) for sql in built) > writes[-1]
     assert out.splitlines()[-2].startswith("indexes built in")
     assert summary(out)["created"] == "5"
     assert product_indexes() == before
@@ -710,3 +714,63 @@ def test_busy_catalog_is_loaded_with_its_indexes_in_place(tmp_path, monkeypatch)
     assert index_statements(queries, "CREATE INDEX") == []
     assert set(product_indexes()) >= set(MODEL_INDEXES)
     assert summary(out)["created"] == "2"
+
+
+def new_row(owner, category, sku: str = "IMP-00001", **fields) -> dict:
+    return {
+        "sku": sku,
+        "name": "New lamp",
+        "price": Decimal("10.00"),
+        "category_id": category.pk,
+        "owner_id": owner.pk,
+        **fields,
+    }
+
+
+def test_sku_taken_after_the_lookup_is_merged_not_duplicated(monkeypatch):
+    owner, category = UserFactory(), CategoryFactory()
+    ProductFactory(sku="IMP-00001", owner=owner, category=category, name="Old")
+    # As when another session inserts a SKU between the lookup and the COPY.
+    monkeypatch.setattr(
+        "catalog.services._NEW_SKUS_SQL", "SELECT %s IS NULL, now()::text, true"
+    )
+
+    result = products_upsert(
+        rows=[new_row(owner, category), new_row(owner, category, sku="IMP-00002")]
+    )
+
+    assert (result.created, result.updated, result.unchanged) == (1, 1, 0)
+    assert Product.objects.get(sku="IMP-00001").name == "New lamp"
+    assert Product.objects.count() == 2
+
+
+@pytest.mark.parametrize("reference", ["category_id", "owner_id"])
+def test_new_rows_naming_a_vanished_category_or_owner_break_no_foreign_key(
+    reference,
+):
+    owner, category = UserFactory(), CategoryFactory()
+    # Deleted after the batch resolved it: no row has this id.
+    row = new_row(owner, category, **{reference: 2**40})
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        products_upsert(rows=[row])
+        connection.check_constraints()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_categories_and_owners_of_new_rows_cannot_be_deleted_before_commit():
+    owner, category = UserFactory(), CategoryFactory()
+    dsn = "postgresql://postgres@127.0.0.1:5432/" + connection.settings_dict["NAME"]
+
+    with transaction.atomic():
+        products_upsert(rows=[new_row(owner, category)])
+        with psycopg.connect(dsn, autocommit=True) as other:
+            other.execute("SET lock_timeout = '200ms'")
+            for table, pk in (
+                ("catalog_category", category.pk),
+                ("accounts_user", owner.pk),
+            ):
+                with pytest.raises(psycopg.errors.LockNotAvailable):
+                    other.execute(f"DELETE FROM {table} WHERE id = %s", [pk])  # noqa: S608
+
+    assert Product.objects.filter(sku="IMP-00001", owner=owner).exists()
