@@ -65,7 +65,13 @@ def test_debug_start_without_secret_key_uses_a_development_key():
     assert result.returncode == 0, result.stderr
 
 
-def test_pool_mode_checks_connections_on_checkout(monkeypatch):
+def test_pool_mode_checks_connections_on_checkout(db):
+    # The test database: a fresh machine has no database named "app".
+    current = connection.settings_dict
+    database_url = (
+        f"postgres://{current['USER']}@{current['HOST']}:{current['PORT']}"
+        f"/{current['NAME']}"
+    )
     result = subprocess.run(
         [
             sys.executable,
@@ -80,6 +86,7 @@ def test_pool_mode_checks_connections_on_checkout(monkeypatch):
         env={
             **os.environ,
             **PRODUCTION_ENV,
+            "DATABASE_URL": database_url,
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "DB_CONNECTIONS": "pool",
         },
