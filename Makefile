@@ -25,7 +25,7 @@ help:
 	@echo "make test   lint + the whole test suite against PostgreSQL and Redis"
 	@echo "make bench  the benchmark harness (prints one table)"
 
-$(VENV)/.synced: pyproject.toml uv.lock
+$(VENV)/.synced: pyproject.toml uv.lock Makefile
 	@set -e; \
 	if [ ! -x $(PY) ]; then \
 	  base=$$($(find_python)) || { echo "error: Python 3.12+ is required (Django 6); install python3.13 or set PYTHON=/path/to/python3.13" >&2; exit 1; }; \
@@ -36,7 +36,7 @@ $(VENV)/.synced: pyproject.toml uv.lock
 	  $(PY) -m ensurepip --upgrade >/dev/null 2>&1 || true; \
 	  $(PY) -m pip install --quiet --disable-pip-version-check uv; uv=$(VENV)/bin/uv; \
 	fi; \
-	UV_PROJECT_ENVIRONMENT=$(VENV) "$$uv" sync --frozen --inexact --python $(PY) --quiet
+	UV_PROJECT_ENVIRONMENT=$(VENV) "$$uv" sync --frozen --inexact --compile-bytecode --python $(PY) --quiet
 	@touch $@
 
 install: $(VENV)/.synced
