@@ -24,14 +24,6 @@ from config.cache import NAMESPACE_USERS, NamespaceMemo
 _active_users = NamespaceMemo(NAMESPACE_USERS)
 
 
-@functools.lru_cache(maxsize=4096)
-def _verified_claims(raw_token: bytes | str) -> dict[str, Any]:
-    from rest_framework_simplejwt.state import token_backend
-
-    # Raises (and caches nothing) for a bad signature or an expired token.
-    return token_backend.decode(raw_token, verify=True)
-
-
 class _VerifyOnceBackend:
     """simplejwt's token backend, checking each distinct token's signature once."""
 
@@ -40,7 +32,12 @@ class _VerifyOnceBackend:
         if not verify:
             return self._backend.decode(token, verify=False)
         # A copy: Token objects may change their payload.
-        return dict(_verified_claims(token))
+        return dict(self._verified_claims(token))
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one module-level instance
+    def _verified_claims(self, token: bytes | str) -> dict[str, Any]:
+        # Raises (and caches nothing) for a bad signature or an expired token.
+        return self._backend.decode(token, verify=True)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)
