@@ -158,6 +158,11 @@ REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=0.25)
 REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=0.25)
 # After a Redis failure, skip Redis for this long instead of waiting on it per call.
 CACHE_RETRY_AFTER = env.float("CACHE_RETRY_AFTER", default=5.0)
+# Values each thread keeps of what it read from Redis, invalidated by Redis
+# (CLIENT TRACKING); 0 turns local copies off. See config.cache.LocalCopies.
+CACHE_LOCAL_MAX_BYTES = env.int("CACHE_LOCAL_MAX_BYTES", default=16 * 1024 * 1024)
+# Local copies are served only this long after the connection last proved current.
+CACHE_LOCAL_LEASE = env.float("CACHE_LOCAL_LEASE", default=1.0)
 REDIS_URL = env.str("REDIS_URL", default="")
 
 if REDIS_URL:

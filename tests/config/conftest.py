@@ -1,0 +1,81 @@
+"""Fixtures for the config tests: a private redis-server."""
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+
+import config.cache
+
+
+class RedisServer:
+    def __init__(self) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        for _ in range(200):
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.025)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(settings, monkeypatch) -> Iterator[RedisServer]:
+    """Point the default cache at a private redis-server; killed at the end."""
+    server = RedisServer()
+    server.start()
+    default = django_settings.CACHES["default"]
+    settings.CACHES = {
+        "default": {
+            **default,
+            "BACKEND": "config.cache.FailOpenRedisCache",
+            "LOCATION": server.url,
+            "OPTIONS": {
+                **default.get("OPTIONS", {}),
+                "SOCKET_CONNECT_TIMEOUT": 0.25,
+                "SOCKET_TIMEOUT": 0.25,
+            },
+        }
+    }
+    settings.CACHE_RETRY_AFTER = 0  # no circuit breaker unless a test sets one
+    monkeypatch.setattr(config.cache, "_last_logged", 0.0)
+    monkeypatch.setattr(config.cache, "_open_until", {})
+    monkeypatch.setattr(config.cache, "_pending_bumps", set())
+    yield server
+    server.kill()

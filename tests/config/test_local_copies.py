@@ -1,0 +1,230 @@
+"""Local copies of Redis values, invalidated by Redis (CLIENT TRACKING).
+
+Most tests run against a private redis-server, so its command counts are this
+test's alone. "Another process" is a plain redis-py client: its writes reach
+this process only through Redis's invalidation messages.
+"""
+
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+from django.core.cache import cache, caches
+from django.db import connection
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+import config.cache
+from catalog.models import Product
+from config.cache import (
+    NAMESPACE_CATALOG,
+    LocalCopies,
+    get_or_compute,
+    namespace_versions,
+)
+from tests.factories import ProductFactory
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def mgets(server) -> int:
+    """Return how many MGETs the private server has answered."""
+    stats = redis.Redis(port=server.port).info("commandstats")
+    return int(stats.get("cmdstat_mget", {}).get("calls", 0))
+
+
+def other_process(server) -> redis.Redis:
+    return redis.Redis(port=server.port)
+
+
+def redis_name(key: str) -> str:
+    return cache.make_key(key)
+
+
+def test_a_value_read_before_is_served_without_a_round_trip(redis_server):
+    cache.set("k", "v")
+    assert cache.get_many(["k"]) == {"k": "v"}
+    before = mgets(redis_server)
+
+    for _ in range(5):
+        assert cache.get_many(["k"]) == {"k": "v"}
+    assert mgets(redis_server) == before
+
+
+def test_a_write_by_another_process_reaches_the_next_read(redis_server):
+    cache.set("k", "old")
+    assert cache.get_many(["k"]) == {"k": "old"}
+    writer = other_process(redis_server)
+    writer.set(redis_name("k"), pickle.dumps("new"))
+    writer.ping()  # what bump_namespace does after a write: see await_invalidations
+
+    assert cache.get_many(["k"]) == {"k": "new"}
+
+
+def test_a_delete_or_flush_by_another_process_drops_the_copies(redis_server):
+    cache.set_many({"a": 1, "b": 2})
+    assert cache.get_many(["a", "b"]) == {"a": 1, "b": 2}
+    writer = other_process(redis_server)
+    writer.delete(redis_name("a"))
+    writer.ping()
+    assert cache.get_many(["a", "b"]) == {"b": 2}
+
+    writer.flushdb()
+    writer.ping()
+    assert cache.get_many(["b"]) == {}
+
+
+def test_own_writes_are_read_at_once_by_every_thread_of_the_process(redis_server):
+    cache.set("k", "old")
+    ready, written, backends, seen = threading.Event(), threading.Event(), [], []
+
+    def reader():
+        backends.append(caches["default"])
+        assert cache.get_many(["k"]) == {"k": "old"}  # kept by this thread
+        ready.set()
+        written.wait(5)
+        seen.append(cache.get_many(["k"]))
+        caches.close_all()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert ready.wait(5)
+    assert backends[0]._copies.get(redis_name("k")) is not None
+    cache.set("k", "new")
+    # Gone before the reader has looked at Redis's invalidation message.
+    assert backends[0]._copies.get(redis_name("k")) is None
+    written.set()
+    thread.join(5)
+    assert seen == [{"k": "new"}]
+
+
+def test_a_lost_connection_drops_the_copies(redis_server):
+    cache.set("k", "old")
+    assert cache.get_many(["k"]) == {"k": "old"}
+    writer = other_process(redis_server)
+    # Kill this process's read connection, then write: the invalidation has
+    # no connection to travel on.
+    writer.client_kill_filter(_type="normal", skipme=True)
+    writer.set(redis_name("k"), pickle.dumps("new"))
+
+    assert cache.get_many(["k"]) == {"k": "new"}
+
+
+def test_copies_are_trusted_only_within_the_lease(redis_server, settings):
+    settings.CACHE_LOCAL_LEASE = 0.2
+    caches.close_all()
+    cache.set("k", "v")
+    assert cache.get_many(["k"]) == {"k": "v"}
+    before = mgets(redis_server)
+    assert cache.get_many(["k"]) == {"k": "v"}
+    assert mgets(redis_server) == before
+
+    time.sleep(0.25)
+    assert cache.get_many(["k"]) == {"k": "v"}
+    assert mgets(redis_server) == before + 1
+
+
+def test_local_copies_can_be_switched_off(redis_server, settings):
+    settings.CACHE_LOCAL_MAX_BYTES = 0
+    caches.close_all()
+    cache.set("k", "v")
+    before = mgets(redis_server)
+    for _ in range(3):
+        assert cache.get_many(["k"]) == {"k": "v"}
+    assert mgets(redis_server) == before + 3
+
+
+def test_without_client_tracking_every_read_asks_redis(
+    redis_server, caplog, monkeypatch
+):
+    other_process(redis_server).execute_command(
+        "ACL", "SETUSER", "reader", "on", ">secret", "~*", "&*", "+@all",
+        "-client|tracking",
+    )  # fmt: skip
+    params = {
+        **django_settings.CACHES["default"],
+        "LOCATION": f"redis://reader:secret@127.0.0.1:{redis_server.port}/0",
+    }
+    monkeypatch.setattr(config.cache, "_local_logged", False)
+    caplog.set_level(logging.WARNING, logger="config.cache")
+    backend = config.cache.FailOpenRedisCache(params["LOCATION"], params)
+    backend.set("k", "v")
+    before = mgets(redis_server)
+
+    for _ in range(3):
+        assert backend.get_many(["k"]) == {"k": "v"}
+    assert mgets(redis_server) == before + 3
+    assert [r.getMessage() for r in caplog.records if "TRACKING" in r.getMessage()]
+
+
+def test_an_entry_is_not_served_past_its_timeout(redis_server, monkeypatch):
+    assert get_or_compute("e", lambda: b"1", timeout=60) == (b"1", False)
+    assert get_or_compute("e", lambda: b"2", timeout=60) == (b"1", True)
+    # Redis has not expired the key yet, and the local copy is still there.
+    later = time.time() + 61
+    monkeypatch.setattr(config.cache.time, "time", lambda: later)
+    assert get_or_compute("e", lambda: b"3", timeout=60) == (b"3", False)
+
+
+def test_copies_keep_within_their_byte_budget():
+    copies = LocalCopies(max_bytes=10)
+    copies.put("a", b"1234")
+    copies.put("b", b"1234")
+    assert copies.get("a") == b"1234"  # a is now the most recently used
+    copies.put("c", b"1234")
+    assert (copies.get("a"), copies.get("b"), copies.get("c")) == (
+        b"1234",
+        None,
+        b"1234",
+    )
+    copies.put("huge", b"x" * 11)
+    assert copies.get("huge") is None
+    copies.discard(["a"])
+    copies.put("d", b"123456")
+    assert len(copies) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_in_another_process_reaches_the_next_api_read(settings):
+    """The whole chain: another process's committed update, then this process's GET."""
+    product = ProductFactory(name="Before")
+    client = APIClient()
+    url = reverse("api:product-detail", args=[product.pk])
+    assert client.get(url)["X-Cache"] == "MISS"
+    assert client.get(url)["X-Cache"] == "HIT"  # served from this process's copies
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": (
+            f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}"
+        ),
+        "REDIS_URL": django_settings.CACHES["default"]["LOCATION"],
+        "CACHE_KEY_PREFIX": django_settings.CACHES["default"]["KEY_PREFIX"],
+        "SECRET_KEY": "another-process-" + "x" * 40,
+    }
+    code = (
+        "from catalog.models import Product;"
+        f"Product.objects.filter(pk={product.pk}).update(name='After')"
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+    response = client.get(url)
+    assert response["X-Cache"] == "MISS"
+    assert response.json()["name"] == "After"
+    assert Product.objects.get(pk=product.pk).name == "After"
+    assert namespace_versions(NAMESPACE_CATALOG) is not None
