@@ -185,12 +185,16 @@ class Runner:
         cache: str | None = None,
         notes: list[str] | None = None,
         ping: float | None = None,
+        paired: bool = False,
     ) -> Row:
         """Drive *paths* with wrk (repeated, medians) after a sequential probe.
 
         cache="HIT": every path is requested once first, so wrk only sees hits.
         cache="MISS": the Redis database is flushed before the probe and before
         every repeat, and each path appears once, so no request finds its key.
+        paired: each repeat is preceded by a ping run of the same length, and
+        the ratio is the median of the per-repeat ratios, so a machine whose
+        speed drifts during the run (a shared VM) does not move the ratio.
         """
         options = self.options
         notes = list(notes or [])
@@ -216,10 +220,20 @@ class Runner:
                 + ", ".join(f"{k} {v}/{len(responses)}" for k, v in tally.items())
             )
         paths_file = self._paths_file(wrk_paths)
-        results = []
+        ping_file = self._paths_file(["/healthz"]) if paired else None
+        results, pings = [], []
         for _ in range(options.repeat):
             if cache == "MISS":
                 self.stack.flush_cache()
+            if ping_file is not None:
+                pings.append(
+                    run_wrk(
+                        base_url=self.base_url,
+                        paths_file=ping_file,
+                        duration_s=options.duration,
+                        connections=options.connections,
+                    )
+                )
             results.append(
                 run_wrk(
                     base_url=self.base_url,
@@ -233,6 +247,15 @@ class Runner:
         if cache == "MISS" and max(r.requests for r in results) > len(wrk_paths):
             notes.append("keys wrapped: some requests may have hit")
         reference = ping if ping is not None else self.ping_wrk
+        ratio = rps / reference if reference else None
+        if pings:
+            ratios = [r.rps / p.rps for r, p in zip(results, pings, strict=True)]
+            ratio = statistics.median(ratios)
+            notes.append(
+                "x ping paired: median of "
+                + " / ".join(f"{x:.2f}" for x in ratios)
+                + f" (ping {statistics.median(p.rps for p in pings):,.0f} req/s)"
+            )
         return self.add(
             Row(
                 scenario,
@@ -240,7 +263,7 @@ class Runner:
                 p50_ms=statistics.median(r.p50_ms for r in results),
                 p99_ms=statistics.median(r.p99_ms for r in results),
                 errors=sum(r.errors for r in results),
-                ratio=rps / reference if reference else None,
+                ratio=ratio,
                 server_ms=server_ms,
                 notes=notes,
             )
@@ -355,7 +378,9 @@ class Runner:
         list_path = f"{api}/products/?category={category}&limit=20"
         try:
             self.require(detail[0])
-            cached = self.load("product detail cached", detail[:1], cache="HIT")
+            cached = self.load(
+                "product detail cached", detail[:1], cache="HIT", paired=True
+            )
             uncached = self.load(
                 "product detail uncached",
                 detail,
@@ -368,7 +393,10 @@ class Runner:
         try:
             self.require(list_path)
             cached = self.load(
-                "product list cached (20, category filter)", [list_path], cache="HIT"
+                "product list cached (20, category filter)",
+                [list_path],
+                cache="HIT",
+                paired=True,
             )
             _cache_targets(cached, self.product_list_uncached())
         except Unavailable as exc:
@@ -384,6 +412,7 @@ class Runner:
                     headers=headers,
                     cache="HIT",
                     notes=["signed-in user reading another user"],
+                    paired=True,
                 )
                 _cache_targets(cached, None)
             except (Unavailable, RuntimeError) as exc:
@@ -454,7 +483,11 @@ class Runner:
             self.skip("dashboard", str(exc))
             return
         cached = self.load(
-            "dashboard cached (staff JWT)", [path], headers=headers, cache="HIT"
+            "dashboard cached (staff JWT)",
+            [path],
+            headers=headers,
+            cache="HIT",
+            paired=True,
         )
         row = self.sequential(
             "dashboard uncached (staff JWT, 1 conn)",

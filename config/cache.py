@@ -30,7 +30,6 @@ from django.core.cache import cache
 from django.db import transaction
 from django.http import HttpResponse, HttpResponseBase
 from django_prometheus.cache.backends.redis import RedisCache
-from django_redis.client import DefaultClient
 from django_redis.compressors.identity import IdentityCompressor
 from django_redis.exceptions import ConnectionInterrupted
 from django_redis.serializers.pickle import PickleSerializer
@@ -119,6 +118,8 @@ def _fail_open(default: Any = None) -> Callable[[Callable], Callable]:
 # --- Local copies (server-assisted client-side caching) ---
 _local_log_lock = threading.Lock()
 _local_logged = False
+# Bytes counted per kept value on top of its key and value (dict slot, objects).
+_ENTRY_OVERHEAD = 100
 
 
 class LocalCopies:
@@ -128,8 +129,8 @@ class LocalCopies:
     ``CLIENT TRACKING`` on: Redis remembers which keys that connection read and
     pushes an ``invalidate`` message on it when one of them is written,
     deleted, expires or is evicted (or the database is flushed). Bounded by the
-    bytes kept; the least recently used values go first. Raw bytes are kept, so
-    every read unpickles its own copy.
+    bytes kept (keys, values and a per-entry overhead); the least recently used
+    values go first. Raw bytes are kept, so every read unpickles its own copy.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -137,10 +138,15 @@ class LocalCopies:
         self._values: OrderedDict[str, bytes] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        _every_local_copies.add(self)
+        with _registry_lock:
+            _every_local_copies.add(self)
 
     def __len__(self) -> int:
         return len(self._values)
+
+    @staticmethod
+    def _size(name: str, raw: bytes) -> int:
+        return len(name) + len(raw) + _ENTRY_OVERHEAD
 
     def get(self, name: str) -> bytes | None:
         """Return the value kept for *name*, or None."""
@@ -152,25 +158,22 @@ class LocalCopies:
 
     def put(self, name: str, raw: bytes) -> None:
         """Keep *raw* as the value of *name* (unless it alone exceeds the budget)."""
+        size = self._size(name, raw)
         with self._lock:
-            old = self._values.pop(name, None)
-            if old is not None:
-                self._bytes -= len(old)
-            if len(raw) > self.max_bytes:
+            self._pop(name)
+            if size > self.max_bytes:
                 return
             self._values[name] = raw
-            self._bytes += len(raw)
+            self._bytes += size
             while self._bytes > self.max_bytes:
-                _, dropped = self._values.popitem(last=False)
-                self._bytes -= len(dropped)
+                dropped, value = self._values.popitem(last=False)
+                self._bytes -= self._size(dropped, value)
 
     def discard(self, names: Iterable[str]) -> None:
         """Forget *names*."""
         with self._lock:
             for name in names:
-                old = self._values.pop(name, None)
-                if old is not None:
-                    self._bytes -= len(old)
+                self._pop(name)
 
     def clear(self) -> None:
         """Forget everything."""
@@ -178,7 +181,13 @@ class LocalCopies:
             self._values.clear()
             self._bytes = 0
 
+    def _pop(self, name: str) -> None:
+        raw = self._values.pop(name, None)
+        if raw is not None:
+            self._bytes -= self._size(name, raw)
 
+
+_registry_lock = threading.Lock()
 _every_local_copies: weakref.WeakSet[LocalCopies] = weakref.WeakSet()
 
 
@@ -189,35 +198,40 @@ def forget_local_copies(names: Iterable[str] | None = None) -> None:
     writes without waiting for Redis's invalidation message.
     """
     names = None if names is None else list(names)
-    for copies in list(_every_local_copies):
+    with _registry_lock:
+        every = list(_every_local_copies)
+    for copies in every:
         if names is None:
             copies.clear()
         else:
             copies.discard(names)
 
 
-def _log_no_tracking(exc: BaseException) -> None:
+def _log_no_local_copies(reason: str) -> None:
     global _local_logged
     with _local_log_lock:
         if _local_logged:
             return
         _local_logged = True
-    logger.warning(
-        "Redis refused CLIENT TRACKING (%s); cached reads make a round trip each",
-        exc,
-    )
+    logger.warning("no local cache copies (%s): every cached read asks Redis", reason)
+
+
+@functools.cache
+def _key_parameters(client_class: type, method: str) -> tuple[inspect.Signature, str]:
+    signature = inspect.signature(getattr(client_class, method))
+    return signature, next(p for p in signature.parameters if p != "self")
 
 
 def _forgetting(method: Callable) -> Callable:
     """Wrap a cache write so this process drops its local copies of the keys written."""
-    # django-redis's cache methods take (*args, **kwargs); its client's say
-    # where the keys and the version are.
-    signature = inspect.signature(getattr(DefaultClient, method.__name__))
 
     @functools.wraps(method)
     def wrapper(self: FailOpenRedisCache, *args: Any, **kwargs: Any) -> Any:
+        # django-redis's cache methods take (*args, **kwargs); its client's
+        # say where the keys, version and prefix are.
+        client = self.client
+        signature, name = _key_parameters(type(client), method.__name__)
         arguments = signature.bind(None, *args, **kwargs).arguments
-        name = next(p for p in signature.parameters if p != "self")
         keys = arguments[name]
         if not isinstance(keys, str | dict | list | tuple | set | frozenset):
             keys = list(keys)  # an iterator: read it once, for both uses
@@ -228,11 +242,16 @@ def _forgetting(method: Callable) -> Callable:
         try:
             return method(self, *args, **kwargs)
         finally:
-            version = arguments.get("version")
+            version, prefix = arguments.get("version"), arguments.get("prefix")
             written = [keys] if isinstance(keys, str) else list(keys)
-            forget_local_copies(self.make_key(key, version=version) for key in written)
+            forget_local_copies(
+                client.make_key(key, version=version, prefix=prefix) for key in written
+            )
 
     return wrapper
+
+
+_INVALIDATED = object()
 
 
 class FailOpenRedisCache(RedisCache):
@@ -250,9 +269,10 @@ class FailOpenRedisCache(RedisCache):
         # Errors must reach _fail_open, which counts and logs them.
         self._ignore_exceptions = False
         self._read_connection: Connection | None = None
+        self._owner = 0  # the thread the read connection belongs to
         max_bytes = int(getattr(settings, "CACHE_LOCAL_MAX_BYTES", 16 * 1024 * 1024))
         self._copies = LocalCopies(max_bytes) if max_bytes > 0 else None
-        self._lease = float(getattr(settings, "CACHE_LOCAL_LEASE", 1.0))
+        self._lease = float(getattr(settings, "CACHE_LOCAL_LEASE", 0.1))
         # Whether Redis tracks the keys read over the current connection, and
         # when the last command that proved the connection current was sent.
         self._tracking = False
@@ -272,19 +292,22 @@ class FailOpenRedisCache(RedisCache):
         client layers: checking a connection out of redis-py's pool and back
         in costs more CPU than the round trip itself (measured here: 131 us of
         CPU per get_many through django-redis, 64 us this way). It talks over
-        a connection of its own instead; Django's cache backends are per
-        thread, so that connection is never shared.
+        a connection of its own, used only by the thread that opened it.
         """
         keys = list(keys)
         if not keys:
             return {}
         names = [self.make_key(key, version=version) for key in keys]
-        try:
-            values = self._fetch(names)
-        except RedisConnectionError:
-            # A socket that Redis closed while idle (restart, timeout): one
-            # more try on a new connection. A timeout is not retried.
-            values = self._fetch(names)
+        if self._owner != threading.get_ident() and self._read_connection:
+            # A backend shared across threads (ASGI contexts): the pool.
+            values = self.client.get_client(write=False).mget(names)
+        else:
+            try:
+                values = self._fetch(names)
+            except RedisConnectionError:
+                # A socket that Redis closed while idle (restart, timeout): one
+                # more try on a new connection. A timeout is not retried.
+                values = self._fetch(names)
         decode = self._decode
         return {
             key: decode(value)
@@ -312,43 +335,69 @@ class FailOpenRedisCache(RedisCache):
         return decode
 
     def _connection(self) -> Connection:
+        """Return this thread's read connection, connected."""
         connection = self._read_connection
         if connection is None or connection.pid != os.getpid():
+            connection = self._new_connection(local=self._copies is not None)
+        if getattr(connection, "_sock", None) is None:
             self._reset_local()
-            pool = self.client.get_client(write=False).connection_pool
-            kwargs = dict(pool.connection_kwargs)
-            if self._copies is not None:
-                # RESP3, so invalidations arrive on this same connection.
-                kwargs["protocol"] = 3
-            connection = pool.connection_class(**kwargs)
-            if self._copies is not None:
-                # Runs on every (re)connect, including redis-py's own.
-                connection.register_connect_callback(self._start_tracking)
-            self._read_connection = connection
+            try:
+                connection.connect()  # runs _start_tracking
+            except ResponseError as exc:
+                if self._copies is None:
+                    raise
+                # A server (or proxy) without RESP3: plain MGETs from now on.
+                _log_no_local_copies(f"HELLO 3 refused: {exc}")
+                self._copies = None
+                connection = self._new_connection(local=False)
+                connection.connect()
+        return connection
+
+    def _new_connection(self, *, local: bool) -> Connection:
+        self._reset_local()
+        pool = self.client.get_client(write=False).connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        if local:
+            # RESP3, so invalidations arrive on this same connection.
+            kwargs["protocol"] = 3
+        connection = pool.connection_class(**kwargs)
+        if local:
+            # Runs on every (re)connect, redis-py's own included.
+            connection.register_connect_callback(self._start_tracking)
+        self._read_connection = connection
+        self._owner = threading.get_ident()
         return connection
 
     def _start_tracking(self, connection: Connection) -> None:
         self._reset_local()
+        parser = connection._parser
+        if getattr(parser, "_hiredis_PushNotificationType", True) is None:
+            # hiredis before 3.2 cannot tell a push from a reply.
+            _log_no_local_copies("hiredis too old for RESP3 push messages")
+            return
         # redis-py's own client-side cache hooks its parser the same way.
-        connection._parser.set_invalidation_push_handler(self._on_invalidation)
+        parser.set_invalidation_push_handler(self._on_invalidation)
         try:
             connection.send_command("CLIENT", "TRACKING", "ON")
             connection.read_response()
         except ResponseError as exc:
-            # An old server, or an ACL without CLIENT TRACKING: plain MGETs.
-            _log_no_tracking(exc)
+            # An ACL without CLIENT TRACKING, or a server without it.
+            _log_no_local_copies(f"CLIENT TRACKING refused: {exc}")
             return
         self._tracking = True
 
     def _on_invalidation(self, message: list[Any]) -> object:
-        names = message[1] if len(message) > 1 else None
-        if self._copies is not None:
+        copies = self._copies
+        if copies is None:
+            return _INVALIDATED
+        try:
+            names = message[1]
             if names is None:  # FLUSHDB / FLUSHALL
-                self._copies.clear()
+                copies.clear()
             else:
-                self._copies.discard(
-                    n.decode() if isinstance(n, bytes) else n for n in names
-                )
+                copies.discard(n.decode() if isinstance(n, bytes) else n for n in names)
+        except Exception:  # noqa: BLE001 - redis-py would log and drop it
+            copies.clear()  # an invalidation must never be lost
         return _INVALIDATED
 
     def _reset_local(self) -> None:
@@ -366,10 +415,21 @@ class FailOpenRedisCache(RedisCache):
                     push_request=True, timeout=0, disconnect_on_error=False
                 )
             except RedisTimeoutError:
-                return False  # half a message so far: the next read completes it
+                return False  # half a message so far: the MGET's read completes it
             if pushed is not _INVALIDATED:
                 raise RedisConnectionError("unexpected reply on the read connection")
         return True
+
+    def _read_reply(self, connection: Connection) -> Any:
+        """Read a command's reply, applying the invalidations that come before it.
+
+        One push at a time: redis-py would recurse once per push otherwise,
+        and a burst of them (a cleared cache) would exhaust the stack.
+        """
+        while True:
+            reply = connection.read_response(push_request=True)
+            if reply is not _INVALIDATED:
+                return reply
 
     def _fetch(self, names: list[str]) -> list[bytes | None]:
         connection = self._connection()
@@ -379,7 +439,6 @@ class FailOpenRedisCache(RedisCache):
                 copies is not None
                 and self._tracking
                 and self._drained(connection)
-                and self._tracking  # draining may have found the socket closed
                 and time.monotonic() - self._confirmed_at < self._lease
             ):
                 raws = [copies.get(name) for name in names]
@@ -387,7 +446,9 @@ class FailOpenRedisCache(RedisCache):
                     return raws
             sent_at = time.monotonic()
             connection.send_command("MGET", *names)
-            values = connection.read_response()
+            values = self._read_reply(connection)
+            if not isinstance(values, list) or len(values) != len(names):
+                raise RedisConnectionError("unexpected reply to MGET")
         except BaseException:
             # Whatever was left unread would answer the next command, and
             # invalidations may have been lost with the socket.
@@ -405,10 +466,10 @@ class FailOpenRedisCache(RedisCache):
     def await_invalidations(self) -> bool:
         """Return once Redis has sent out the invalidations of this thread's writes.
 
-        Redis queues an invalidation message while it runs the write and sends
-        it before it reads further commands, so one more round trip after the
-        write is enough: when PING is answered, every reader's invalidation
-        has been written to its socket.
+        Redis queues an invalidation message while it runs the write and
+        writes it out before it reads further commands, so one more round trip
+        after the write is enough: when PING is answered, every reader's
+        invalidation is on its way (on one host: in its socket).
         """
         return bool(self.client.get_client(write=True).ping())
 
@@ -435,9 +496,6 @@ class FailOpenRedisCache(RedisCache):
     def clear(self) -> None:
         """Delete this cache's keys only (not FLUSHDB: the Redis database is shared)."""
         self.delete_pattern("*")
-
-
-_INVALIDATED = object()
 
 
 # --- Namespace versions ---
@@ -522,8 +580,9 @@ def namespace_versions(*names: str) -> dict[str, str] | None:
 class NamespaceMemo:
     """Values kept in this process for as long as a namespace keeps its version.
 
-    ``get()`` reads the namespace's current version (one Redis round trip, far
-    cheaper than the query it replaces) and returns the remembered value only
+    ``get()`` reads the namespace's current version (usually from local
+    copies that Redis invalidates, at most one round trip; far cheaper than
+    the query it replaces) and returns the remembered value only
     if it was loaded under that version. A write bumps the version after
     commit, so every process reloads on its next use: invalidation is the
     same as for cached responses. With the cache down every call loads.

@@ -162,7 +162,7 @@ CACHE_RETRY_AFTER = env.float("CACHE_RETRY_AFTER", default=5.0)
 # (CLIENT TRACKING); 0 turns local copies off. See config.cache.LocalCopies.
 CACHE_LOCAL_MAX_BYTES = env.int("CACHE_LOCAL_MAX_BYTES", default=16 * 1024 * 1024)
 # Local copies are served only this long after the connection last proved current.
-CACHE_LOCAL_LEASE = env.float("CACHE_LOCAL_LEASE", default=1.0)
+CACHE_LOCAL_LEASE = env.float("CACHE_LOCAL_LEASE", default=0.1)
 REDIS_URL = env.str("REDIS_URL", default="")
 
 if REDIS_URL:

@@ -20,7 +20,7 @@ from config.cache import NAMESPACE_USERS, NamespaceMemo
 # Signed-in reads find their user here instead of in PostgreSQL. Every user
 # write bumps the "users" namespace after commit (the same invalidation as
 # cached responses, tested per write path), so a deactivation still takes
-# effect on the very next request, in every process.
+# effect on the next request in every process (see README, Caching: the hit path).
 _active_users = NamespaceMemo(NAMESPACE_USERS)
 
 

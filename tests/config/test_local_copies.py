@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -37,12 +38,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def mgets(server) -> int:
     """Return how many MGETs the private server has answered."""
-    stats = redis.Redis(port=server.port).info("commandstats")
+    stats = redis.Redis(port=server.port, protocol=2).info("commandstats")
     return int(stats.get("cmdstat_mget", {}).get("calls", 0))
 
 
 def other_process(server) -> redis.Redis:
-    return redis.Redis(port=server.port)
+    return redis.Redis(port=server.port, protocol=2)
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
+    return (
+        f"postgres://{db['USER']}{password}@{db['HOST'] or 'localhost'}:"
+        f"{db['PORT'] or 5432}/{db['NAME']}"
+    )
 
 
 def redis_name(key: str) -> str:
@@ -118,23 +128,23 @@ def test_a_lost_connection_drops_the_copies(redis_server):
     assert cache.get_many(["k"]) == {"k": "new"}
 
 
-def test_copies_are_trusted_only_within_the_lease(redis_server, settings):
-    settings.CACHE_LOCAL_LEASE = 0.2
-    caches.close_all()
+def test_copies_are_trusted_only_within_the_lease(redis_server):
     cache.set("k", "v")
     assert cache.get_many(["k"]) == {"k": "v"}
     before = mgets(redis_server)
     assert cache.get_many(["k"]) == {"k": "v"}
     assert mgets(redis_server) == before
 
-    time.sleep(0.25)
+    backend = caches["default"]
+    backend._confirmed_at -= backend._lease  # the lease runs out
+    assert cache.get_many(["k"]) == {"k": "v"}
+    assert mgets(redis_server) == before + 1  # asked Redis, and renewed it
     assert cache.get_many(["k"]) == {"k": "v"}
     assert mgets(redis_server) == before + 1
 
 
 def test_local_copies_can_be_switched_off(redis_server, settings):
-    settings.CACHE_LOCAL_MAX_BYTES = 0
-    caches.close_all()
+    settings.CACHE_LOCAL_MAX_BYTES = 0  # read when the backend is made, below
     cache.set("k", "v")
     before = mgets(redis_server)
     for _ in range(3):
@@ -165,17 +175,91 @@ def test_without_client_tracking_every_read_asks_redis(
     assert [r.getMessage() for r in caplog.records if "TRACKING" in r.getMessage()]
 
 
+def test_a_server_without_resp3_is_read_without_copies(
+    redis_server, settings, monkeypatch
+):
+    redis_server.kill()
+    redis_server.extra_args = ["--rename-command", "HELLO", ""]
+    redis_server.start()
+    default = settings.CACHES["default"]
+    options = default["OPTIONS"]
+    settings.CACHES = {  # the pool on RESP2, which that server still speaks
+        "default": {
+            **default,
+            "OPTIONS": {**options, "CONNECTION_POOL_KWARGS": {"protocol": 2}},
+        }
+    }
+    monkeypatch.setattr(config.cache, "_local_logged", False)
+    cache.set("k", "v")
+    before = mgets(redis_server)
+
+    for _ in range(3):
+        assert cache.get_many(["k"]) == {"k": "v"}
+    assert mgets(redis_server) == before + 3
+    assert not config.cache.last_operation_failed()
+
+
+def test_a_burst_of_invalidations_is_applied_without_recursion(redis_server):
+    keys = [f"k{i}" for i in range(3000)]
+    cache.set_many(dict.fromkeys(keys, 1))
+    assert len(cache.get_many(keys)) == 3000
+    backend = caches["default"]
+    writer = other_process(redis_server)
+    writer.delete(*[redis_name(k) for k in keys])  # 3,000 invalidations
+    writer.ping()
+    # Read a reply with every one of them queued ahead of it.
+    connection = backend._read_connection
+    connection.send_command("MGET", redis_name("k0"))
+    assert backend._read_reply(connection) == [None]
+    assert len(backend._copies) == 0
+
+
+def test_writes_forget_the_keys_they_name_whatever_the_arguments(redis_server):
+    cache.set_many({"a": 1, "b": 2}, version=2)
+    assert cache.get_many(["a", "b"], version=2) == {"a": 1, "b": 2}
+    copies = caches["default"]._copies
+    assert copies.get(cache.make_key("a", version=2)) is not None
+
+    assert cache.delete_many(iter(["a", "b"]), version=2) == 2
+    assert copies.get(cache.make_key("a", version=2)) is None
+    assert cache.get_many(["a", "b"], version=2) == {}
+
+
+def test_another_thread_on_the_same_backend_uses_the_pool(redis_server, monkeypatch):
+    cache.set("k", "v")
+    backend = caches["default"]
+    assert backend.get_many(["k"]) == {"k": "v"}  # opens this thread's connection
+    owner = threading.get_ident()
+    fetch = backend._fetch
+
+    def owner_only(names):
+        assert threading.get_ident() == owner, "another thread used the connection"
+        return fetch(names)
+
+    monkeypatch.setattr(backend, "_fetch", owner_only)
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(backend.get_many(["k"])))
+    thread.start()
+    thread.join(5)
+    assert seen == [{"k": "v"}]
+    assert not config.cache.last_operation_failed()
+
+
 def test_an_entry_is_not_served_past_its_timeout(redis_server, monkeypatch):
     assert get_or_compute("e", lambda: b"1", timeout=60) == (b"1", False)
     assert get_or_compute("e", lambda: b"2", timeout=60) == (b"1", True)
     # Redis has not expired the key yet, and the local copy is still there.
     later = time.time() + 61
-    monkeypatch.setattr(config.cache.time, "time", lambda: later)
+    clock = types.SimpleNamespace(
+        time=lambda: later, monotonic=time.monotonic, sleep=time.sleep
+    )
+    monkeypatch.setattr(config.cache, "time", clock)
     assert get_or_compute("e", lambda: b"3", timeout=60) == (b"3", False)
 
 
 def test_copies_keep_within_their_byte_budget():
-    copies = LocalCopies(max_bytes=10)
+    entry = len("a") + len(b"1234") + config.cache._ENTRY_OVERHEAD
+    copies = LocalCopies(max_bytes=2 * entry)
     copies.put("a", b"1234")
     copies.put("b", b"1234")
     assert copies.get("a") == b"1234"  # a is now the most recently used
@@ -185,10 +269,12 @@ def test_copies_keep_within_their_byte_budget():
         None,
         b"1234",
     )
-    copies.put("huge", b"x" * 11)
+    copies.put("huge", b"x" * 2 * entry)
     assert copies.get("huge") is None
     copies.discard(["a"])
-    copies.put("d", b"123456")
+    assert len(copies) == 1
+    copies.put("d", b"1234")
+    copies.put("e", b"1234")
     assert len(copies) == 2
 
 
@@ -204,9 +290,7 @@ def test_a_write_in_another_process_reaches_the_next_api_read(settings):
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DATABASE_URL": (
-            f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}"
-        ),
+        "DATABASE_URL": database_url(),
         "REDIS_URL": django_settings.CACHES["default"]["LOCATION"],
         "CACHE_KEY_PREFIX": django_settings.CACHES["default"]["KEY_PREFIX"],
         "SECRET_KEY": "another-process-" + "x" * 40,
