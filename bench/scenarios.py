@@ -36,6 +36,8 @@ from bench.stack import (
 from bench.wrk import WrkResult, run_wrk
 
 BULK_SIZE = 1000
+# A paired scenario's repeat alternates this many ping and scenario runs.
+PAIRED_SEGMENTS = 5
 
 
 @dataclass
@@ -192,9 +194,10 @@ class Runner:
         cache="HIT": every path is requested once first, so wrk only sees hits.
         cache="MISS": the Redis database is flushed before the probe and before
         every repeat, and each path appears once, so no request finds its key.
-        paired: each repeat is preceded by a ping run of the same length, and
-        the ratio is the median of the per-repeat ratios, so a machine whose
-        speed drifts during the run (a shared VM) does not move the ratio.
+        paired: each repeat alternates short ping and scenario runs
+        (PAIRED_SEGMENTS of each), and the ratio is the median of the
+        per-repeat ratios, so a machine whose speed drifts during the run (a
+        shared VM) moves both sides alike.
         """
         options = self.options
         notes = list(notes or [])
@@ -225,24 +228,20 @@ class Runner:
         for _ in range(options.repeat):
             if cache == "MISS":
                 self.stack.flush_cache()
-            if ping_file is not None:
-                pings.append(
-                    run_wrk(
-                        base_url=self.base_url,
-                        paths_file=ping_file,
-                        duration_s=options.duration,
-                        connections=options.connections,
-                    )
+            if ping_file is None:
+                results.append(
+                    self._wrk(paths_file, options.duration, headers, connections)
                 )
-            results.append(
-                run_wrk(
-                    base_url=self.base_url,
-                    paths_file=paths_file,
-                    duration_s=options.duration,
-                    connections=connections or options.connections,
-                    headers=headers,
-                )
-            )
+                continue
+            # Alternate short ping and scenario runs, so that both see the
+            # same machine even when its speed drifts within a repeat.
+            segment = max(1, options.duration // PAIRED_SEGMENTS)
+            ping_parts, parts = [], []
+            for _ in range(max(1, options.duration // segment)):
+                ping_parts.append(self._wrk(ping_file, segment, None, None))
+                parts.append(self._wrk(paths_file, segment, headers, connections))
+            pings.append(_merged(ping_parts))
+            results.append(_merged(parts))
         rps = statistics.median(r.rps for r in results)
         if cache == "MISS" and max(r.requests for r in results) > len(wrk_paths):
             notes.append("keys wrapped: some requests may have hit")
@@ -267,6 +266,21 @@ class Runner:
                 server_ms=server_ms,
                 notes=notes,
             )
+        )
+
+    def _wrk(
+        self,
+        paths_file: Path,
+        duration_s: int,
+        headers: dict[str, str] | None,
+        connections: int | None,
+    ) -> WrkResult:
+        return run_wrk(
+            base_url=self.base_url,
+            paths_file=paths_file,
+            duration_s=duration_s,
+            connections=connections or self.options.connections,
+            headers=headers,
         )
 
     def sequential(
@@ -978,6 +992,18 @@ def _copy_file(
     row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
     count = row[0] if row else 0
     return count / seconds
+
+
+def _merged(parts: list[WrkResult]) -> WrkResult:
+    """Return consecutive wrk runs as one (latencies: the median of the parts)."""
+    return WrkResult(
+        requests=sum(p.requests for p in parts),
+        duration_s=sum(p.duration_s for p in parts),
+        p50_ms=statistics.median(p.p50_ms for p in parts),
+        p99_ms=statistics.median(p.p99_ms for p in parts),
+        errors=sum(p.errors for p in parts),
+        non_2xx=sum(p.non_2xx for p in parts),
+    )
 
 
 def _cache_targets(cached: Row, uncached: Row | None) -> None:

@@ -239,6 +239,9 @@ REST_FRAMEWORK = {
         "rest_framework.permissions.IsAuthenticatedOrReadOnly",
     ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": (
+        "config.api.negotiation.RememberingContentNegotiation"
+    ),
     "DEFAULT_PARSER_CLASSES": ["config.api.parsers.SafeJSONParser"],
     "EXCEPTION_HANDLER": "config.api.exceptions.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "config.api.pagination.LimitOffsetPagination",
