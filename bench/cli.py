@@ -56,6 +56,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--probe", type=int, default=20, help="sequential requests for server ms"
     )
     parser.add_argument(
+        "--paired-repeat",
+        type=int,
+        default=5,
+        help="runs of each cached scenario, each paired with ping (median ratio)",
+    )
+    parser.add_argument(
         "--bulk-repeat", type=int, default=5, help="bulk requests per kind (median)"
     )
     parser.add_argument(
@@ -149,6 +155,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
     options = Options(
         duration=args.duration,
         repeat=args.repeat,
+        paired_repeat=args.paired_repeat,
         connections=args.connections,
         admin_connections=args.admin_connections,
         probe=args.probe,
@@ -211,8 +218,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
         f"Server: gunicorn {main_config.label} unless the row says otherwise; "
         f"DEBUG=False; database {stack.database!r}; Redis {stack.redis_url}.",
         f"Load: wrk -t1 -c{args.connections} (admin -c{args.admin_connections}), "
-        f"{args.duration} s per run, median of {args.repeat} runs; wrk shares the "
-        "machine's cores with the server.",
+        f"{args.duration} s per run, median of {args.repeat} runs (cached "
+        f"scenarios: {args.paired_repeat} runs, each alternating with ping); wrk "
+        "shares the machine's cores with the server.",
         f"Machine: {os.cpu_count()} cores; 1-minute load average {load_before:.1f} "
         f"at the start, {os.getloadavg()[0]:.1f} at the end; "
         f"{(time.monotonic() - started) / 60:.0f} min.",

@@ -86,17 +86,17 @@ def _fail_open(default: Any = None) -> Callable[[Callable], Callable]:
 
         @functools.wraps(method)
         def wrapper(self: FailOpenRedisCache, *args: Any, **kwargs: Any) -> Any:
-            fallback = (
-                kwargs.get("default", args[1] if len(args) > 1 else None)
-                if operation == "get"
-                else copy.copy(default)
-            )
+            def fallback() -> Any:
+                if operation == "get":
+                    return kwargs.get("default", args[1] if len(args) > 1 else None)
+                return copy.copy(default)
+
             if time.monotonic() < _open_until.get(self._server, 0.0):
                 # Redis failed moments ago: skip it rather than pay the socket
                 # timeout again on every call.
                 _state.failed = True
                 CACHE_ERRORS.labels(operation=operation).inc()
-                return fallback
+                return fallback()
             try:
                 result = method(self, *args, **kwargs)
             except _REDIS_FAILURES as exc:
@@ -106,7 +106,7 @@ def _fail_open(default: Any = None) -> Callable[[Callable], Callable]:
                 )
                 CACHE_ERRORS.labels(operation=operation).inc()
                 log_cache_failure(exc)
-                return fallback
+                return fallback()
             _state.failed = False
             return result
 
