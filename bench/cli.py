@@ -22,6 +22,13 @@ GROUPS = ["admin", "cache", "mixed", "users", "products", "gunicorn", "import"]
 SERVER_GROUPS = ["admin", "cache", "mixed", "users", "products"]
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Return the command-line options."""
     parser = argparse.ArgumentParser(
@@ -46,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument(
-        "--repeat", type=int, default=3, help="wrk runs per scenario (median)"
+        "--repeat", type=_positive, default=3, help="wrk runs per scenario (median)"
     )
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
     parser.add_argument(
@@ -57,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--paired-repeat",
-        type=int,
+        type=_positive,
         default=5,
         help="runs of each cached scenario, each paired with ping (median ratio)",
     )

@@ -112,8 +112,9 @@ scenarios; rows/s for imports. p50/p99: client-side latency. errors: socket
 errors plus non-2xx/3xx answers. x ping: rate divided by the ping rate measured
 in the same run and the same mode (wrk against wrk, one connection against one
 connection); rows noted "x ping paired" alternated short ping and scenario
-runs within each repeat and show the median of the per-repeat ratios (their
-p50/p99 are medians over the short runs). server ms: median
+runs within each repeat and show the median of the per-repeat ratios (per
+repeat, their p50 is the median and their p99 the worst of the short runs).
+server ms: median
 X-Process-Time (the server's own time for the request) of sequential single
 requests, or the figure named in the notes."""
 

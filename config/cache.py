@@ -80,23 +80,25 @@ def last_operation_failed() -> bool:
     return getattr(_state, "failed", False)
 
 
+def _fallback(operation: str, default: Any, args: tuple, kwargs: dict) -> Any:
+    """Return what a failed cache *operation* answers (get: its own default)."""
+    if operation == "get":
+        return kwargs.get("default", args[1] if len(args) > 1 else None)
+    return copy.copy(default)
+
+
 def _fail_open(default: Any = None) -> Callable[[Callable], Callable]:
     def decorate(method: Callable) -> Callable:
         operation = method.__name__
 
         @functools.wraps(method)
         def wrapper(self: FailOpenRedisCache, *args: Any, **kwargs: Any) -> Any:
-            def fallback() -> Any:
-                if operation == "get":
-                    return kwargs.get("default", args[1] if len(args) > 1 else None)
-                return copy.copy(default)
-
             if time.monotonic() < _open_until.get(self._server, 0.0):
                 # Redis failed moments ago: skip it rather than pay the socket
                 # timeout again on every call.
                 _state.failed = True
                 CACHE_ERRORS.labels(operation=operation).inc()
-                return fallback()
+                return _fallback(operation, default, args, kwargs)
             try:
                 result = method(self, *args, **kwargs)
             except _REDIS_FAILURES as exc:
@@ -106,7 +108,7 @@ def _fail_open(default: Any = None) -> Callable[[Callable], Callable]:
                 )
                 CACHE_ERRORS.labels(operation=operation).inc()
                 log_cache_failure(exc)
-                return fallback()
+                return _fallback(operation, default, args, kwargs)
             _state.failed = False
             return result
 

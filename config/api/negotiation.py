@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 
 # Distinct (renderers, Accept, format) combinations remembered per process;
-# beyond that, negotiation runs every time (a client cannot grow the memo).
+# when full the memo starts over, so a client cannot grow it.
 MAX_REMEMBERED = 512
 MAX_ACCEPT_LENGTH = 512
 
@@ -19,13 +19,14 @@ class RememberingContentNegotiation(DefaultContentNegotiation):
 
     DRF parses the Accept header and builds the query dict on every request
     (about 8% of a cached read here). Its answer depends only on the view's
-    renderer classes, the Accept header and the requested format (a URL
-    suffix or ``?format=``), so it is remembered per combination. Failures
+    renderers (class, media type, format), the Accept header and the
+    requested format (a URL suffix or ``?format=``), so it is remembered per
+    combination, as the position of the renderer chosen. Failures
     (406, 404 for an unknown format) are not remembered: they run DRF's code
     and raise its exceptions every time.
     """
 
-    _remembered: dict[tuple[Any, ...], tuple[int, str]] = {}
+    _remembered: ClassVar[dict[tuple[Any, ...], tuple[int, str]]] = {}
 
     def select_renderer(
         self,
@@ -33,18 +34,28 @@ class RememberingContentNegotiation(DefaultContentNegotiation):
         renderers: list[BaseRenderer],
         format_suffix: str | None = None,
     ) -> tuple[BaseRenderer, str]:
+        meta = request._request.META
         requested = format_suffix
-        if not requested and request.META.get("QUERY_STRING"):
+        # request.GET is built from QUERY_STRING: no query string, no ?format=.
+        if not requested and meta.get("QUERY_STRING"):
             requested = request.query_params.get(self.settings.URL_FORMAT_OVERRIDE)
-        accept = request.META.get("HTTP_ACCEPT", "*/*")
-        key = (tuple(type(r) for r in renderers), accept, requested)
+        accept = meta.get("HTTP_ACCEPT", "*/*")
+        key = (
+            tuple((type(r), r.media_type, r.format) for r in renderers),
+            accept,
+            requested,
+        )
         known = self._remembered.get(key)
         if known is not None:
             return renderers[known[0]], known[1]
         renderer, media_type = super().select_renderer(
             request, renderers, format_suffix
         )
-        if len(self._remembered) < MAX_REMEMBERED and len(accept) <= MAX_ACCEPT_LENGTH:
-            index = next(i for i, r in enumerate(renderers) if r is renderer)
-            self._remembered[key] = (index, media_type)
+        if len(accept) <= MAX_ACCEPT_LENGTH:
+            for index, candidate in enumerate(renderers):
+                if candidate is renderer:
+                    if len(self._remembered) >= MAX_REMEMBERED:
+                        self._remembered.clear()
+                    self._remembered[key] = (index, media_type)
+                    break
         return renderer, media_type

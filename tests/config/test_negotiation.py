@@ -32,6 +32,7 @@ def negotiate(negotiation, accept, suffix, query):
     request = Request(APIRequestFactory().get(f"/x/?{query}", HTTP_ACCEPT=accept))
     renderers = [JSONRenderer(), BrowsableAPIRenderer()]
     renderer, media_type = negotiation.select_renderer(request, renderers, suffix)
+    assert any(renderer is r for r in renderers)  # this request's own instance
     return type(renderer), media_type
 
 
@@ -59,13 +60,29 @@ def test_refusals_are_not_remembered():
     assert RememberingContentNegotiation._remembered == {}
 
 
-def test_the_memo_is_bounded(monkeypatch):
+def test_the_memo_is_bounded_and_keeps_working(monkeypatch):
     monkeypatch.setattr(config.api.negotiation, "MAX_REMEMBERED", 3)
     remembering = RememberingContentNegotiation()
     for i in range(10):
         accept = f"application/json; v={i}"
         assert negotiate(remembering, accept, None, "")[1] == accept
-    assert len(RememberingContentNegotiation._remembered) == 3
+        assert len(RememberingContentNegotiation._remembered) <= 3
+    key = next(iter(RememberingContentNegotiation._remembered))
+    assert key[0][0] == (JSONRenderer, "application/json", "json")
+
+
+def test_renderers_differing_only_by_instance_settings_are_told_apart():
+    accept = "application/hal+json, */*;q=0.1"
+    remembering = RememberingContentNegotiation()
+
+    def select(renderer):
+        request = Request(APIRequestFactory().get("/x/", HTTP_ACCEPT=accept))
+        return remembering.select_renderer(request, [renderer])[1]
+
+    hal = JSONRenderer()
+    hal.media_type = "application/hal+json"
+    assert select(JSONRenderer()) == "application/json;q=0.1"
+    assert select(hal) == "application/hal+json"
 
 
 @pytest.mark.django_db
