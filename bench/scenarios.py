@@ -242,15 +242,17 @@ class Runner:
             # Alternate short ping and scenario runs (each side first in turn),
             # so that both see the same machine even when its speed drifts.
             segment = max(1, options.duration // PAIRED_SEGMENTS)
-            ping_parts, parts = [], []
+            ping_parts: list[WrkResult] = []
+            parts: list[WrkResult] = []
+            sides = [
+                (ping_parts, ping_file, None, None),
+                (parts, paths_file, headers, connections),
+            ]
             for i in range(PAIRED_SEGMENTS):
-                for side in (0, 1) if i % 2 == 0 else (1, 0):
-                    if side == 0:
-                        ping_parts.append(self._wrk(ping_file, segment, None, None))
-                    else:
-                        parts.append(
-                            self._wrk(paths_file, segment, headers, connections)
-                        )
+                for sink, file, side_headers, side_conns in (
+                    sides if i % 2 == 0 else sides[::-1]
+                ):
+                    sink.append(self._wrk(file, segment, side_headers, side_conns))
             pings.append(_merged(ping_parts))
             results.append(_merged(parts))
         rps = statistics.median(r.rps for r in results)

@@ -356,7 +356,8 @@ class FailOpenRedisCache(RedisCache):
         return connection
 
     def _new_connection(self, *, local: bool) -> Connection:
-        self._reset_local()
+        # Not connected yet: _connection() resets the local state before it
+        # connects, and _start_tracking again once connected.
         pool = self.client.get_client(write=False).connection_pool
         kwargs = dict(pool.connection_kwargs)
         if local:
