@@ -14,7 +14,11 @@ if TYPE_CHECKING:
 
 class UserQuerySet(InvalidatingQuerySetMixin, models.QuerySet["User"]):
     def cache_namespaces_written(
-        self, *, created: bool = False, fields: Iterable[str] | None = None
+        self,
+        *,
+        created: bool = False,
+        fields: Iterable[str] | None = None,
+        pks: Iterable[Any] | None = None,
     ) -> tuple[str, ...]:
         """Return the namespaces a write of *fields* (or a creation) invalidates."""
         return cache_namespaces_for_user_write(created=created, fields=fields)

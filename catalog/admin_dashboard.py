@@ -14,11 +14,8 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from catalog.analytics import dashboard
-from config.cache import (
-    NAMESPACE_CATALOG,
-    NAMESPACE_USERS,
-    get_or_compute,
-)
+from catalog.invalidation import DASHBOARD_READS
+from config.cache import get_or_compute
 from config.db_router import primary_reads
 
 CHART_WIDTH = 640
@@ -190,7 +187,7 @@ def cached_figures() -> dict[str, Any]:
         key,
         compute,
         timeout=settings.CACHE_TTL,
-        namespaces=(NAMESPACE_CATALOG, NAMESPACE_USERS),
+        namespaces=DASHBOARD_READS,
     )
     return figures
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +10,8 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from config.cache import NAMESPACE_CATALOG, InvalidatingQuerySetMixin
+from catalog.invalidation import CATEGORY_WRITES, product_writes
+from config.cache import InvalidatingQuerySetMixin
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -81,7 +82,7 @@ def _estimated_share_sql(table: str, category_table: str) -> str:
 
 
 class CategoryQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Category"]):
-    cache_namespaces = (NAMESPACE_CATALOG,)
+    cache_namespaces = CATEGORY_WRITES
 
     def with_product_counts(self) -> CategoryQuerySet:
         """Annotate ``product_count``: active products, estimated beyond 1,000.
@@ -112,7 +113,15 @@ class CategoryQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Category"]):
 
 
 class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
-    cache_namespaces = (NAMESPACE_CATALOG,)
+    def cache_namespaces_written(
+        self,
+        *,
+        created: bool = False,
+        fields: Iterable[str] | None = None,
+        pks: Iterable[Any] | None = None,
+    ) -> tuple[str, ...]:
+        """Return what a product write invalidates: its rows' details and lists."""
+        return product_writes(pks=pks, created=created)
 
     def active(self) -> ProductQuerySet:
         """Return products on sale."""
@@ -221,7 +230,7 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
             updated = [pk for (pk,) in cursor.fetchall()]
         if updated:
             # Raw SQL sends no signal: invalidate like the other QuerySet writes.
-            self._bump(fields=[*columns, "updated_at"])
+            self._bump(fields=[*columns, "updated_at"], pks=updated)
         return updated
 
     def order_by_unindexed(self, *terms: str) -> ProductQuerySet:

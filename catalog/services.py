@@ -19,6 +19,7 @@ from django.db.models import Index, ProtectedError, QuerySet
 from django.db.models.functions import Now
 from django.utils.text import slugify
 
+from catalog.invalidation import product_writes
 from catalog.models import Category, Product
 from catalog.validation import (
     MSG_SKU_TAKEN,
@@ -27,7 +28,7 @@ from catalog.validation import (
     clean_product,
 )
 from config.bulkio import UpsertResult, copy_rows
-from config.cache import NAMESPACE_CATALOG, bump_on_commit
+from config.cache import bump_on_commit
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -557,7 +558,7 @@ def products_upsert(*, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
         result = _products_merge(latest)
     if result.created or result.updated:
         # Raw SQL sends no signal: refresh cached reads once this commits.
-        bump_on_commit(NAMESPACE_CATALOG)
+        bump_on_commit(*product_writes())
     return result
 
 

@@ -9,6 +9,7 @@ scans keys.
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import functools
 import hashlib
@@ -48,9 +49,26 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # --- Namespaces ---
-NAMESPACE_CATALOG = "catalog"  # categories and products
+NAMESPACE_CATEGORIES = "categories"  # category rows (embedded in products)
+NAMESPACE_PRODUCTS = "products"  # any product row: lists, counts, the dashboard
 NAMESPACE_USERS = "users"  # user rows (any change, sign-ups included)
 NAMESPACE_OWNERS = "owners"  # user fields embedded in products (username, is_active)
+EVERY_OBJECT = "*"
+
+
+def object_namespace(kind: str, pk: object = EVERY_OBJECT) -> str:
+    """Return the namespace of one object of *kind* (EVERY_OBJECT: all of them).
+
+    A detail entry depends on its object's namespace and on the EVERY_OBJECT
+    one, so a write that names its rows bumps only theirs, and a write that
+    cannot name them (a queryset update) bumps the EVERY_OBJECT namespace.
+    """
+    return f"{kind}:{pk}"
+
+
+def _is_object_namespace(name: str) -> bool:
+    return ":" in name and not name.endswith(f":{EVERY_OBJECT}")
+
 
 # --- Fail-open Redis backend ---
 _LOG_INTERVAL_SECONDS = 30.0
@@ -503,6 +521,7 @@ class FailOpenRedisCache(RedisCache):
 
 # --- Namespace versions ---
 _pending_bumps: set[str] = set()
+_PENDING_MAX = 1_000
 _pending_lock = threading.Lock()
 
 
@@ -516,6 +535,27 @@ def _new_version() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def _version_timeout(name: str) -> int | None:
+    # One object's version is worth keeping only while entries computed under
+    # it may live: once it expires, the next read draws a new random version,
+    # which no older entry carries. The other versions are few: kept forever.
+    return settings.CACHE_TTL if _is_object_namespace(name) else None
+
+
+def _set_versions(names: Iterable[str]) -> bool:
+    """Give each namespace of *names* a new version; return whether Redis failed."""
+    groups: dict[int | None, dict[str, str]] = {}
+    for name in names:
+        groups.setdefault(_version_timeout(name), {})[_version_key(name)] = (
+            _new_version()
+        )
+    failed = False
+    for timeout, versions in groups.items():
+        cache.set_many(versions, timeout)
+        failed = failed or last_operation_failed()
+    return failed
+
+
 def bump_namespace(*names: str) -> None:
     """Invalidate every cached response that depends on *names*, now.
 
@@ -525,11 +565,16 @@ def bump_namespace(*names: str) -> None:
     """
     if not names:
         return
-    cache.set_many({_version_key(name): _new_version() for name in names}, None)
+    failed = _set_versions(names)
     with _pending_lock:
-        failed = last_operation_failed()
         if failed:
             _pending_bumps.update(names)
+            if len(_pending_bumps) > _PENDING_MAX:
+                # Redis is away during many writes: one bump per kind of
+                # object covers them all, in bounded memory.
+                for name in [n for n in _pending_bumps if _is_object_namespace(n)]:
+                    _pending_bumps.discard(name)
+                    _pending_bumps.add(object_namespace(name.split(":", 1)[0]))
         else:
             _pending_bumps.difference_update(names)
     if not failed and hasattr(cache, "await_invalidations"):
@@ -557,14 +602,16 @@ def _read(key: str | None, names: Iterable[str]) -> tuple[tuple[str, ...] | None
     missing (first use, eviction, a Redis restart) gets a new random value.
     """
     _retry_pending_bumps()
+    names = tuple(names)
     version_keys = [_version_key(name) for name in names]
     found = cache.get_many([key, *version_keys] if key else version_keys)
     if last_operation_failed():
         return None, None
     missing = [k for k in version_keys if k not in found]
     if missing:
-        for k in missing:
-            cache.add(k, _new_version(), None)
+        for name, k in zip(names, version_keys, strict=True):
+            if k in missing:
+                cache.add(k, _new_version(), _version_timeout(name))
         found.update(cache.get_many(missing))
         if last_operation_failed() or any(k not in found for k in version_keys):
             return None, None
@@ -763,6 +810,14 @@ class CachedViewMixin:
             return f"user:{user.pk}" if signed_in else "anonymous"
         return "public"
 
+    def cache_dependencies(self, request: Request) -> tuple[str, ...]:
+        """Return the namespaces this response depends on (``cache_namespaces``).
+
+        Override to name narrower ones (one object's) where the request tells
+        which; ``cache_namespaces`` still labels the metrics.
+        """
+        return self.cache_namespaces
+
     def cache_key_extra(self, request: Request) -> str:
         """Return anything else the body depends on (e.g. today's date)."""
         return ""
@@ -817,7 +872,7 @@ class CachedViewMixin:
             key,
             compute,
             timeout=self.get_cache_ttl(),
-            namespaces=self.cache_namespaces,
+            namespaces=self.cache_dependencies(request),
         )
         if hit:
             CACHE_HITS.labels(namespace=label).inc()
@@ -847,6 +902,11 @@ def cache_namespaces_for_user_write(
     return (NAMESPACE_USERS, NAMESPACE_OWNERS)
 
 
+_bulk_updating: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "bulk_updating", default=False
+)
+
+
 class InvalidatingQuerySetMixin:
     """Bump ``cache_namespaces`` after commit on QuerySet writes (they send no signals).
 
@@ -858,9 +918,17 @@ class InvalidatingQuerySetMixin:
     cache_namespaces: tuple[str, ...] = ()
 
     def cache_namespaces_written(
-        self, *, created: bool = False, fields: Iterable[str] | None = None
+        self,
+        *,
+        created: bool = False,
+        fields: Iterable[str] | None = None,
+        pks: Iterable[Any] | None = None,
     ) -> tuple[str, ...]:
-        """Return the namespaces a write of *fields* (or a creation) invalidates."""
+        """Return the namespaces a write invalidates.
+
+        *created*: rows were only inserted; *fields*: the columns written
+        (None: unknown); *pks*: the rows written (None: unknown).
+        """
         return self.cache_namespaces
 
     def _bump(self, **kwargs: Any) -> None:
@@ -870,27 +938,36 @@ class InvalidatingQuerySetMixin:
 
     def update(self, **kwargs: Any) -> int:
         rows = super().update(**kwargs)  # type: ignore[misc]
-        if rows:
+        if rows and not _bulk_updating.get():
             self._bump(fields=kwargs)
         return rows
 
     def bulk_create(self, objs: Iterable[Any], *args: Any, **kwargs: Any) -> list[Any]:
         created = super().bulk_create(objs, *args, **kwargs)  # type: ignore[misc]
         if created:
-            upsert = kwargs.get("update_conflicts") or kwargs.get("ignore_conflicts")
-            self._bump(
-                created=not upsert,
-                fields=kwargs.get("update_fields") if upsert else None,
-            )
+            if kwargs.get("update_conflicts") or kwargs.get("ignore_conflicts"):
+                pks = [obj.pk for obj in created]
+                self._bump(
+                    fields=kwargs.get("update_fields"),
+                    pks=None if None in pks else pks,
+                )
+            else:
+                self._bump(created=True)
         return created
 
     def bulk_update(
         self, objs: Iterable[Any], fields: Iterable[str], *args: Any, **kwargs: Any
     ) -> int:
+        objs = list(objs)
         fields = list(fields)
-        rows = super().bulk_update(objs, fields, *args, **kwargs)  # type: ignore[misc]
+        # Django's bulk_update runs update() per batch: bump once, by row.
+        token = _bulk_updating.set(True)
+        try:
+            rows = super().bulk_update(objs, fields, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            _bulk_updating.reset(token)
         if rows:
-            self._bump(fields=fields)
+            self._bump(fields=fields, pks=[obj.pk for obj in objs])
         return rows
 
     def delete(self) -> tuple[int, dict[str, int]]:

@@ -11,7 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog.analytics import dashboard
-from config.cache import NAMESPACE_CATALOG, NAMESPACE_USERS, CachedViewMixin
+from catalog.invalidation import DASHBOARD_READS
+from config.cache import CachedViewMixin
 
 
 def _money(**kwargs: object) -> serializers.DecimalField:
@@ -80,7 +81,7 @@ class DashboardView(CachedViewMixin, APIView):
     """Catalog and sign-up figures for staff; cached until the next write."""
 
     permission_classes = [IsAdminUser]
-    cache_namespaces = (NAMESPACE_CATALOG, NAMESPACE_USERS)
+    cache_namespaces = DASHBOARD_READS
 
     def cache_key_extra(self, request: Request) -> str:
         """Return today's date: the per-day series move at midnight (UTC)."""

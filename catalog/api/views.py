@@ -31,6 +31,11 @@ from catalog.api.serializers import (
     ProductWriteSerializer,
 )
 from catalog.filtersets import ProductFilterSet
+from catalog.invalidation import (
+    CATEGORY_READS,
+    PRODUCT_LIST_READS,
+    product_detail_reads,
+)
 from catalog.models import Category, Product
 from catalog.services import (
     CategoryInUse,
@@ -53,7 +58,7 @@ from config.api.mixins import (
     compute_etag,
 )
 from config.api.pagination import LimitOffsetOrCursorPagination
-from config.cache import NAMESPACE_CATALOG, NAMESPACE_OWNERS, CachedViewMixin
+from config.cache import CachedViewMixin
 
 
 class Conflict(APIException):
@@ -112,7 +117,7 @@ class CategoryViewSet(
 
     serializer_class = CategorySerializer
     permission_classes = [IsStaffOrReadOnly]
-    cache_namespaces = (NAMESPACE_CATALOG,)
+    cache_namespaces = CATEGORY_READS
     filter_backends: list = []
 
     def get_queryset(self) -> Any:
@@ -187,9 +192,14 @@ class ProductViewSet(
     permission_classes = [permissions.IsAuthenticatedOrReadOnly, IsOwnerOrStaff]
     filterset_class = ProductFilterSet
     pagination_class = LimitOffsetOrCursorPagination
-    # Products embed their owner; staff also see inactive products.
-    cache_namespaces = (NAMESPACE_CATALOG, NAMESPACE_OWNERS)
+    # Products embed their category and owner; staff also see inactive ones.
+    cache_namespaces = PRODUCT_LIST_READS
     cache_vary = "staff"
+
+    def cache_dependencies(self, request: Request) -> tuple[str, ...]:
+        if self.action == "retrieve":
+            return product_detail_reads(self.kwargs.get(self.lookup_field))
+        return self.cache_namespaces
 
     def get_queryset(self) -> Any:
         return Product.objects.for_api().visible_to(self.request.user)

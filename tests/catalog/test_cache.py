@@ -12,32 +12,45 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
+from catalog.invalidation import EVERY_PRODUCT, PRODUCT
 from catalog.models import Category, Product
 from config.cache import (
-    NAMESPACE_CATALOG,
+    NAMESPACE_CATEGORIES,
     NAMESPACE_OWNERS,
+    NAMESPACE_PRODUCTS,
     NAMESPACE_USERS,
     bump_namespace,
     get_or_compute,
     namespace_versions,
+    object_namespace,
     response_cache_key,
 )
 from tests.factories import CategoryFactory, ProductFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
-NAMES = (NAMESPACE_CATALOG, NAMESPACE_USERS, NAMESPACE_OWNERS)
+NAMES = (
+    NAMESPACE_CATEGORIES,
+    NAMESPACE_PRODUCTS,
+    NAMESPACE_USERS,
+    NAMESPACE_OWNERS,
+    EVERY_PRODUCT,
+)
 
 
-def versions() -> dict[str, str]:
-    found = namespace_versions(*NAMES)
+def own(product: Product) -> str:
+    return object_namespace(PRODUCT, product.pk)
+
+
+def versions(*extra: str) -> dict[str, str]:
+    found = namespace_versions(*NAMES, *extra)
     assert found is not None
     return found
 
 
 def changed(before: dict[str, str]) -> set[str]:
-    after = versions()
-    return {name for name in NAMES if after[name] != before[name]}
+    after = versions(*before)
+    return {name for name in before if after[name] != before[name]}
 
 
 @pytest.fixture
@@ -47,27 +60,35 @@ def product(db) -> Product:
 
 def test_bump_namespace_changes_only_that_version():
     before = versions()
-    bump_namespace(NAMESPACE_CATALOG)
-    assert changed(before) == {NAMESPACE_CATALOG}
+    bump_namespace(NAMESPACE_PRODUCTS)
+    assert changed(before) == {NAMESPACE_PRODUCTS}
 
 
 def test_lost_version_key_never_returns_an_older_version():
-    first = versions()[NAMESPACE_CATALOG]
-    cache.delete("ns:catalog")
-    assert versions()[NAMESPACE_CATALOG] != first
+    first = versions()[NAMESPACE_PRODUCTS]
+    cache.delete("ns:products")
+    assert versions()[NAMESPACE_PRODUCTS] != first
 
 
-def test_product_save_bumps_catalog_after_commit(
+def test_object_versions_expire_with_the_entries_they_guard(settings, product):
+    bump_namespace(own(product), NAMESPACE_PRODUCTS)
+    ttl = cache.ttl(f"ns:{own(product)}")
+    assert 0 < ttl <= settings.CACHE_TTL
+    assert cache.ttl("ns:products") is None  # shared versions are kept forever
+
+
+def test_product_save_bumps_that_product_and_lists_after_commit(
     product, django_capture_on_commit_callbacks
 ):
-    before = versions()
+    other = ProductFactory()
+    before = versions(own(product), own(other))
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         product.name = "Renamed"
         product.save()
     assert changed(before) == set()  # nothing until the transaction commits
     for callback in callbacks:
         callback()
-    assert changed(before) == {NAMESPACE_CATALOG}
+    assert changed(before) == {NAMESPACE_PRODUCTS, own(product)}
 
 
 def test_rolled_back_write_bumps_nothing(product, django_capture_on_commit_callbacks):
@@ -84,20 +105,31 @@ def test_rolled_back_write_bumps_nothing(product, django_capture_on_commit_callb
     assert Product.objects.filter(pk=pk).exists()
 
 
+# What a write bumps: lists always; the written product's detail when the
+# write names its rows, every detail when it cannot; categories alone.
+ROW = (NAMESPACE_PRODUCTS, "own")
+UNKNOWN = (NAMESPACE_PRODUCTS, EVERY_PRODUCT)
+CREATED = (NAMESPACE_PRODUCTS,)
+CATEGORY = (NAMESPACE_CATEGORIES,)
+
+
 @pytest.mark.parametrize(
-    "write",
+    ("write", "bumps"),
     [
-        pytest.param(lambda p: p.delete(), id="instance-delete"),
+        pytest.param(lambda p: p.delete(), ROW, id="instance-delete"),
         pytest.param(
-            lambda p: Product.objects.filter(pk=p.pk).update(stock=7), id="qs-update"
+            lambda p: Product.objects.filter(pk=p.pk).update(stock=7),
+            UNKNOWN,
+            id="qs-update",
         ),
         pytest.param(
-            lambda p: Product.objects.filter(pk=p.pk).delete(), id="qs-delete"
+            lambda p: Product.objects.filter(pk=p.pk).delete(), UNKNOWN, id="qs-delete"
         ),
         pytest.param(
             lambda p: Product.objects.bulk_update(
                 [Product(pk=p.pk, price=Decimal("1.00"))], ["price"]
             ),
+            ROW,
             id="bulk-update",
         ),
         pytest.param(
@@ -112,6 +144,7 @@ def test_rolled_back_write_bumps_nothing(product, django_capture_on_commit_callb
                     )
                 ]
             ),
+            CREATED,
             id="bulk-create",
         ),
         pytest.param(
@@ -129,26 +162,47 @@ def test_rolled_back_write_bumps_nothing(product, django_capture_on_commit_callb
                 unique_fields=["sku"],
                 update_fields=["name", "price"],
             ),
+            ROW,
             id="bulk-upsert",
         ),
         pytest.param(
             lambda p: p.category.products.filter(pk=p.pk).update(is_active=False),
+            UNKNOWN,
             id="related-manager-update",
         ),
-        pytest.param(lambda p: CategoryFactory(name="Fresh"), id="category-create"),
+        pytest.param(
+            lambda p: CategoryFactory(name="Fresh"), CATEGORY, id="category-create"
+        ),
         pytest.param(
             lambda p: Category.objects.filter(pk=p.category_id).update(name="X"),
+            CATEGORY,
             id="category-qs-update",
         ),
     ],
 )
-def test_every_catalog_write_path_bumps_catalog(
-    product, write, django_capture_on_commit_callbacks
+def test_every_catalog_write_path_bumps_what_it_changed(
+    product, write, bumps, django_capture_on_commit_callbacks
 ):
-    before = versions()
+    mine = own(product)  # a delete clears product.pk
+    before = versions(mine)
     with django_capture_on_commit_callbacks(execute=True):
         write(product)
-    assert NAMESPACE_CATALOG in changed(before)
+    expected = {mine if name == "own" else name for name in bumps}
+    assert changed(before) == expected
+
+
+def test_writes_that_name_their_rows_keep_other_details(
+    product, django_capture_on_commit_callbacks
+):
+    other = ProductFactory()
+    mine = own(product)
+    before = versions(mine, own(other))
+    with django_capture_on_commit_callbacks(execute=True):
+        Product.objects.bulk_update(
+            [Product(pk=product.pk, price=Decimal("1.00"))], ["price"]
+        )
+        product.delete()
+    assert changed(before) == {NAMESPACE_PRODUCTS, mine}
 
 
 def test_queryset_delete_stays_one_statement(
@@ -163,7 +217,7 @@ def test_queryset_delete_stays_one_statement(
     ):
         deleted = Product.objects.filter(pk__in=ids).order_by("name").delete()
     assert deleted == (4, {"catalog.Product": 4})
-    assert changed(before) == {NAMESPACE_CATALOG}
+    assert changed(before) == {NAMESPACE_PRODUCTS, EVERY_PRODUCT}
 
 
 def test_empty_queryset_writes_bump_nothing(django_capture_on_commit_callbacks):
@@ -174,12 +228,12 @@ def test_empty_queryset_writes_bump_nothing(django_capture_on_commit_callbacks):
     assert changed(before) == set()
 
 
-def test_category_delete_bumps_catalog(django_capture_on_commit_callbacks):
+def test_category_delete_bumps_categories(django_capture_on_commit_callbacks):
     category = CategoryFactory()
     before = versions()
     with django_capture_on_commit_callbacks(execute=True):
         category.delete()
-    assert changed(before) == {NAMESPACE_CATALOG}
+    assert changed(before) == {NAMESPACE_CATEGORIES}
 
 
 def test_sign_up_bumps_users_but_keeps_product_pages(
@@ -266,7 +320,7 @@ def test_entry_is_served_only_while_its_namespace_versions_hold():
     def compute(value):
         return lambda: value
 
-    names = (NAMESPACE_CATALOG,)
+    names = (NAMESPACE_PRODUCTS,)
     assert get_or_compute("k", compute(b"1"), timeout=60, namespaces=names) == (
         b"1",
         False,
@@ -277,7 +331,7 @@ def test_entry_is_served_only_while_its_namespace_versions_hold():
     )
     bump_namespace(NAMESPACE_USERS)  # another namespace: still valid
     assert get_or_compute("k", compute(b"2"), timeout=60, namespaces=names)[1]
-    bump_namespace(NAMESPACE_CATALOG)
+    bump_namespace(NAMESPACE_PRODUCTS)
     assert get_or_compute("k", compute(b"3"), timeout=60, namespaces=names) == (
         b"3",
         False,
@@ -450,6 +504,32 @@ def test_api_delete_removes_detail_and_list_entry(
         assert client.delete(detail_url(item)).status_code == 204
     assert client.get(detail_url(item)).status_code == 404
     assert fresh(client, LIST_URL).json()["count"] == 0
+
+
+@pytest.mark.parametrize("method", ["post", "patch", "put", "delete"])
+def test_api_write_of_one_product_keeps_other_details_cached(
+    auth_client, owner, item, method, django_capture_on_commit_callbacks
+):
+    other = ProductFactory(owner=owner, category=item.category, name="Desk")
+    client = auth_client(owner)
+    cached(client, detail_url(other))
+    cached(client, detail_url(item))
+    body = {"sku": "NEW-7", "name": "Chair", "price": "12.00"}
+    body["category"] = item.category_id
+    with django_capture_on_commit_callbacks(execute=True):
+        if method == "post":
+            response = client.post(reverse("api:product-list"), body)
+        else:
+            response = getattr(client, method)(detail_url(item), body)
+    assert response.status_code in (200, 201, 204), response.content
+    again = client.get(detail_url(other))
+    assert (again["X-Cache"], again.json()["name"]) == ("HIT", "Desk")
+    if method in ("patch", "put"):
+        assert fresh(client, detail_url(item)).json()["name"] == "Chair"
+    elif method == "delete":
+        assert client.get(detail_url(item)).status_code == 404
+    else:
+        assert client.get(detail_url(item))["X-Cache"] == "HIT"
 
 
 def test_bulk_api_writes_show_at_once(staff, item, django_capture_on_commit_callbacks):
@@ -802,7 +882,7 @@ def test_hits_and_misses_are_counted(api_client, item):
     from prometheus_client import REGISTRY
 
     def count(name: str) -> float:
-        labels = {"namespace": "catalog,owners"}
+        labels = {"namespace": "categories,products,owners"}
         return REGISTRY.get_sample_value(f"{name}_total", labels) or 0.0
 
     hits, misses = count("app_cache_hits"), count("app_cache_misses")

@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 
 import config.cache
 from accounts.models import User
-from config.cache import NAMESPACE_CATALOG, bump_namespace, namespace_versions
+from config.cache import NAMESPACE_PRODUCTS, bump_namespace, namespace_versions
 from tests.factories import ProductFactory
 
 pytestmark = pytest.mark.django_db
@@ -108,15 +108,15 @@ def test_cache_is_used_again_when_redis_returns(redis_server, auth_client, staff
 
 def test_bump_missed_while_redis_is_unreachable_is_retried(redis_server):
     """A bump lost to an outage must not let old entries come back afterwards."""
-    before = namespace_versions(NAMESPACE_CATALOG)
+    before = namespace_versions(NAMESPACE_PRODUCTS)
     assert before is not None
     # Redis keeps its data but stops answering for a moment (a network blip).
     redis.Redis(port=redis_server.port).execute_command("CLIENT", "PAUSE", "1500")
-    bump_namespace(NAMESPACE_CATALOG)
+    bump_namespace(NAMESPACE_PRODUCTS)
     assert config.cache.last_operation_failed()
     time.sleep(1.6)  # let the pause end
 
-    after = namespace_versions(NAMESPACE_CATALOG)
+    after = namespace_versions(NAMESPACE_PRODUCTS)
     assert after is not None
     assert after != before
     assert config.cache._pending_bumps == set()

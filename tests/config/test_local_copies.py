@@ -26,7 +26,7 @@ from rest_framework.test import APIClient
 import config.cache
 from catalog.models import Product
 from config.cache import (
-    NAMESPACE_CATALOG,
+    NAMESPACE_PRODUCTS,
     LocalCopies,
     get_or_compute,
     namespace_versions,
@@ -311,4 +311,4 @@ def test_a_write_in_another_process_reaches_the_next_api_read(settings):
     assert response["X-Cache"] == "MISS"
     assert response.json()["name"] == "After"
     assert Product.objects.get(pk=product.pk).name == "After"
-    assert namespace_versions(NAMESPACE_CATALOG) is not None
+    assert namespace_versions(NAMESPACE_PRODUCTS) is not None

@@ -14,12 +14,9 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import User
+from catalog.invalidation import CATEGORY_WRITES, product_writes
 from config.bulkio import copy_rows
-from config.cache import (
-    NAMESPACE_CATALOG,
-    bump_namespace,
-    cache_namespaces_for_user_write,
-)
+from config.cache import bump_namespace, cache_namespaces_for_user_write
 
 CATEGORY_NAMES = [
     "Electronics",
@@ -380,7 +377,7 @@ class Command(BaseCommand):
         if new_users:
             bump_namespace(*cache_namespaces_for_user_write(created=True))
         if new_products or new_categories:
-            bump_namespace(NAMESPACE_CATALOG)
+            bump_namespace(*CATEGORY_WRITES, *product_writes())
         seconds = time.monotonic() - started
         if options["verbosity"] >= 1:
             login = (
