@@ -86,12 +86,29 @@ def _write_error(exc: IntegrityError, category_id: int | None) -> ValidationErro
     raise exc
 
 
+@contextmanager
+def _checked_now(*, needed: bool = True) -> Iterator[None]:
+    """Run one write whose constraint errors must surface where it is caught.
+
+    In autocommit the write is its own transaction: deferred foreign keys are
+    checked when its statement ends, and an error spoils nothing else. Inside
+    a transaction it runs in a savepoint with the constraints made immediate
+    (three more round trips), unless *needed* is False: the write cannot
+    break a constraint the database defers or reports.
+    """
+    if not needed or not connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        _check_constraints_now()
+        yield
+
+
 def product_create(*, owner: User, category: Category, **fields: Any) -> Product:
     """Create a product owned by *owner*; a taken SKU raises ValidationError."""
     product = Product(owner=owner, category=category, **fields)
     try:
-        with transaction.atomic():
-            _check_constraints_now()
+        with _checked_now():
             product.save(force_insert=True)
     except IntegrityError as exc:
         raise _write_error(exc, category.pk) from exc
@@ -110,9 +127,10 @@ def product_update(
     update_fields = [
         "category" if name == "category_id" else name for name in fields
     ] + ["updated_at"]
+    # Only a new SKU or category can break a constraint (the checks on price
+    # and stock were validated before).
     try:
-        with transaction.atomic():
-            _check_constraints_now()
+        with _checked_now(needed=bool({"sku", "category_id"} & fields.keys())):
             product.save(update_fields=update_fields)
     except IntegrityError as exc:
         raise _write_error(exc, fields.get("category_id")) from exc

@@ -535,25 +535,12 @@ def _new_version() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def _version_timeout(name: str) -> int | None:
-    # One object's version is worth keeping only while entries computed under
-    # it may live: once it expires, the next read draws a new random version,
-    # which no older entry carries. The other versions are few: kept forever.
-    return settings.CACHE_TTL if _is_object_namespace(name) else None
-
-
-def _set_versions(names: Iterable[str]) -> bool:
-    """Give each namespace of *names* a new version; return whether Redis failed."""
-    groups: dict[int | None, dict[str, str]] = {}
-    for name in names:
-        groups.setdefault(_version_timeout(name), {})[_version_key(name)] = (
-            _new_version()
-        )
-    failed = False
-    for timeout, versions in groups.items():
-        cache.set_many(versions, timeout)
-        failed = failed or last_operation_failed()
-    return failed
+def _version_timeout() -> int:
+    # A version is worth keeping only while entries computed under it may
+    # live: once it expires, the next read draws a new random version, which
+    # no older entry carries. Expiring, versions of single objects cannot pile
+    # up in Redis.
+    return max(settings.CACHE_TTL, getattr(settings, "USER_CACHE_TTL", 0))
 
 
 def bump_namespace(*names: str) -> None:
@@ -565,7 +552,10 @@ def bump_namespace(*names: str) -> None:
     """
     if not names:
         return
-    failed = _set_versions(names)
+    cache.set_many(
+        {_version_key(name): _new_version() for name in names}, _version_timeout()
+    )
+    failed = last_operation_failed()
     with _pending_lock:
         if failed:
             _pending_bumps.update(names)
@@ -602,17 +592,23 @@ def _read(key: str | None, names: Iterable[str]) -> tuple[tuple[str, ...] | None
     missing (first use, eviction, a Redis restart) gets a new random value.
     """
     _retry_pending_bumps()
-    names = tuple(names)
     version_keys = [_version_key(name) for name in names]
     found = cache.get_many([key, *version_keys] if key else version_keys)
     if last_operation_failed():
         return None, None
     missing = [k for k in version_keys if k not in found]
     if missing:
-        for name, k in zip(names, version_keys, strict=True):
-            if k in missing:
-                cache.add(k, _new_version(), _version_timeout(name))
-        found.update(cache.get_many(missing))
+        raced = []
+        for k in missing:
+            version = _new_version()
+            if cache.add(k, version, _version_timeout()):
+                found[k] = version  # what add() wrote: no need to read it back
+            elif last_operation_failed():
+                return None, None
+            else:
+                raced.append(k)  # another process drew it first
+        if raced:
+            found.update(cache.get_many(raced))
         if last_operation_failed() or any(k not in found for k in version_keys):
             return None, None
     return tuple(found[k] for k in version_keys), found.get(key) if key else None
@@ -731,6 +727,7 @@ def get_or_compute(
     *,
     timeout: int,
     namespaces: tuple[str, ...] = (),
+    single_flight: bool = True,
 ) -> tuple[Any, bool]:
     """Return (value, hit) for *key*, valid while *namespaces* keep their versions.
 
@@ -740,8 +737,10 @@ def get_or_compute(
     entry also carries its expiry time, so a local copy is not served past
     *timeout* even before Redis gets round to expiring the key. Concurrent
     misses wait for the first one's result under a short lock instead of all
-    recomputing it; a waiter that times out computes it itself. *compute*
-    returns the value to store, or None to store nothing.
+    recomputing it (*single_flight*; a cheap computation is better repeated
+    than paid for with two more round trips); a waiter that times out
+    computes it itself. *compute* returns the value to store, or None to store
+    nothing.
     """
 
     def lookup() -> tuple[tuple[str, ...] | None, Any]:
@@ -761,8 +760,8 @@ def get_or_compute(
     if versions is None:
         return compute(), False
     lock_key = f"{key}:lock:{':'.join(versions)}"
-    locked = bool(cache.add(lock_key, 1, LOCK_TIMEOUT_SECONDS))
-    if not locked and not last_operation_failed():
+    locked = single_flight and bool(cache.add(lock_key, 1, LOCK_TIMEOUT_SECONDS))
+    if single_flight and not locked and not last_operation_failed():
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         while time.monotonic() < deadline:
             time.sleep(LOCK_POLL_SECONDS)
@@ -817,6 +816,10 @@ class CachedViewMixin:
         which; ``cache_namespaces`` still labels the metrics.
         """
         return self.cache_namespaces
+
+    def cache_single_flight(self, request: Request) -> bool:
+        """Return whether concurrent misses wait for one computation to finish."""
+        return True
 
     def cache_key_extra(self, request: Request) -> str:
         """Return anything else the body depends on (e.g. today's date)."""
@@ -873,6 +876,7 @@ class CachedViewMixin:
             compute,
             timeout=self.get_cache_ttl(),
             namespaces=self.cache_dependencies(request),
+            single_flight=self.cache_single_flight(request),
         )
         if hit:
             CACHE_HITS.labels(namespace=label).inc()

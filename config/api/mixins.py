@@ -69,7 +69,11 @@ class ETagMixin:
         return self.get_serializer(instance).data
 
     def filter_queryset(self, queryset: models.QuerySet) -> models.QuerySet:
-        queryset = super().filter_queryset(queryset)
+        if not getattr(self, "detail", False):
+            # List filters select among many objects; DRF also runs them on
+            # one object by id, where a FilterSet built per request cost more
+            # than the query itself.
+            queryset = super().filter_queryset(queryset)
         if self._lock_rows:
             queryset = queryset.select_for_update(of=("self",))
         return queryset

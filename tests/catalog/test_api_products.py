@@ -628,7 +628,25 @@ def test_concurrent_patches_with_the_same_if_match_let_exactly_one_win(
     assert product.name in {"First", "Second"}
 
 
-def test_a_category_deleted_under_a_write_is_a_field_error_not_a_500(user):
+@pytest.mark.parametrize(
+    "in_transaction",
+    [
+        pytest.param(True, id="savepoint"),
+        pytest.param(
+            False, id="autocommit", marks=pytest.mark.django_db(transaction=True)
+        ),
+    ],
+)
+def test_a_category_deleted_under_a_write_is_a_field_error_not_a_500(
+    user, in_transaction
+):
+    assert connection.in_atomic_block == in_transaction
+    taken = ProductFactory(owner=user, sku="TAKEN-1")
+    with pytest.raises(ValidationError) as duplicate:
+        product_create(
+            owner=user, category=taken.category, sku="TAKEN-1", name="X", price=1
+        )
+    assert "sku" in duplicate.value.message_dict
     category = CategoryFactory()
     product = ProductFactory(owner=user)
     # The category goes between the request's check and its INSERT/UPDATE;
