@@ -8,7 +8,10 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import connection, connections
 from django.urls import reverse
+from django.utils import timezone
+from rest_framework import serializers
 
+from catalog.api.serializers import ProductSerializer, product_representation
 from catalog.models import Category, Product
 from catalog.services import product_create, product_update, products_set_active
 from catalog.validation import clean_product
@@ -660,6 +663,30 @@ def test_a_category_deleted_under_a_write_is_a_field_error_not_a_500(
     with pytest.raises(ValidationError) as updated:
         product_update(product=product, category=category)
     assert "category" in updated.value.message_dict
+
+
+@pytest.mark.parametrize("price", ["0", "3", "10.5", "1234.56", "99999999.99"])
+def test_product_representation_equals_the_declared_fields(price, settings):
+    product = ProductFactory(price=Decimal(price), description="Ünïcode <b>")
+    stored = Product.objects.for_api().get(pk=product.pk)
+    unsaved = Product(  # as a create answers it: the price as the client sent it
+        pk=1, sku="A", name="N", slug="n", price=Decimal(price), stock=2,
+        category=product.category, owner=product.owner,
+        created_at=datetime(2026, 1, 2, 3, 4, 5, 600_000, tzinfo=UTC),
+        updated_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )  # fmt: skip
+    for instance in (product, stored, unsaved):
+        declared = serializers.ModelSerializer.to_representation(
+            ProductSerializer(), instance
+        )
+        assert product_representation(instance) == declared
+        assert list(product_representation(instance)) == list(declared)
+    settings.TIME_ZONE = "Europe/Paris"  # DRF shows the current time zone
+    with timezone.override("Europe/Paris"):
+        declared = serializers.ModelSerializer.to_representation(
+            ProductSerializer(), stored
+        )
+        assert product_representation(stored) == declared
 
 
 # --- Shared validation (the import command runs the same code) --------------
