@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +18,7 @@ from catalog.validation import (
     category_missing_message,
     clean_product,
 )
+from config.cache import NAMESPACE_CATEGORIES, NamespaceMemo
 
 
 class CategoryRefSerializer(serializers.ModelSerializer[Category]):
@@ -138,6 +140,16 @@ def product_representation(product: Product) -> dict[str, Any]:
     }
 
 
+# Categories are few and rarely written: a write names one without a query
+# while the categories namespace keeps its version. One deleted meanwhile
+# fails the foreign key, reported on `category` (catalog.services).
+_categories = NamespaceMemo(NAMESPACE_CATEGORIES, maxsize=1_000)
+
+
+def _category(pk: int) -> Category | None:
+    return Category.objects.only("id", "name", "slug").filter(pk=pk).first()
+
+
 class ProductWriteSerializer(serializers.Serializer):
     """A product as written: the category by id; the rules of catalog.validation.
 
@@ -169,7 +181,7 @@ class ProductWriteSerializer(serializers.Serializer):
             raise serializers.ValidationError(errors)
         if "category_id" in cleaned:
             pk = cleaned.pop("category_id")
-            category = Category.objects.only("id", "name", "slug").filter(pk=pk).first()
+            category = _categories.get(pk, functools.partial(_category, pk))
             if category is None:
                 raise serializers.ValidationError(
                     {"category": [category_missing_message(pk)]}

@@ -31,7 +31,7 @@ from catalog.api.serializers import (
     ProductWriteSerializer,
     product_representation,
 )
-from catalog.filtersets import ProductFilterSet
+from catalog.filtersets import DEFAULT_ORDERING, ProductFilterSet
 from catalog.invalidation import (
     CATEGORY_READS,
     PRODUCT_LIST_READS,
@@ -213,6 +213,14 @@ class ProductViewSet(
         if self.action in ("create", "update", "partial_update"):
             return ProductWriteSerializer
         return ProductSerializer
+
+    def filter_queryset(self, queryset: Any) -> Any:
+        if self.action == "list" and self.request.query_params.keys().isdisjoint(
+            ProductFilterSet.base_filters
+        ):
+            # What the FilterSet does without a filter, without building one.
+            return queryset.order_by(*DEFAULT_ORDERING)
+        return super().filter_queryset(queryset)
 
     def representation(self, instance: Product) -> Any:
         return product_representation(instance)

@@ -268,6 +268,17 @@ def test_unknown_ordering_is_ignored_for_newest_first(api_client):
     assert ids(response) == [new.pk, old.pk]
 
 
+def test_a_list_without_filters_is_newest_first_and_id_breaks_ties(api_client):
+    same = datetime(2026, 1, 1, tzinfo=UTC)
+    old = ProductFactory(created_at=datetime(2025, 1, 1, tzinfo=UTC))
+    twins = ProductFactory.create_batch(2, created_at=same)
+    ProductFactory(is_active=False)
+    expected = [twins[1].pk, twins[0].pk, old.pk]
+    assert ids(api_client.get(LIST)) == expected
+    assert ids(api_client.get(LIST, {"limit": 2, "offset": 1})) == expected[1:]
+    assert ids(api_client.get(LIST, {"ordering": "-created_at"})) == expected
+
+
 def test_limit_defaults_to_20_and_is_capped_at_100(api_client):
     ProductFactory.create_batch(101)
     page = api_client.get(LIST).json()
@@ -387,6 +398,28 @@ def test_create_makes_the_caller_owner(auth_client, user):
     assert response["ETag"]
     assert response["Location"].endswith(f"/products/{body['id']}/")
     assert Product.objects.get(pk=body["id"]).owner == user
+
+
+def test_create_names_the_category_as_it_is_now(
+    auth_client, user, staff_user, django_capture_on_commit_callbacks
+):
+    category = CategoryFactory(name="Desks")
+    empty = CategoryFactory()
+    client, staff = auth_client(user), auth_client(staff_user)
+    first = client.post(LIST, payload(category, sku="C-1"), format="json")
+    assert first.json()["category"]["name"] == "Desks"
+    assert client.post(LIST, payload(empty, sku="C-2"), format="json").status_code
+    Product.objects.filter(sku="C-2").delete()
+    with django_capture_on_commit_callbacks(execute=True):
+        url = reverse("api:category-detail", args=[category.pk])
+        assert staff.patch(url, {"name": "Tables"}).status_code == 200
+        url = reverse("api:category-detail", args=[empty.pk])
+        assert staff.delete(url).status_code == 204
+    renamed = client.post(LIST, payload(category, sku="C-3"), format="json")
+    assert renamed.json()["category"]["name"] == "Tables"
+    gone = client.post(LIST, payload(empty, sku="C-4"), format="json")
+    assert gone.status_code == 400
+    assert list(gone.json()) == ["category"]
 
 
 def test_anonymous_create_is_401(api_client):
