@@ -36,6 +36,28 @@ API_PRODUCT_COLUMNS = (
     "owner__id",
     "owner__username",
 )
+# What the API shows of a product, as flat values (no model instances).
+API_VALUES = (
+    "id",
+    "sku",
+    "name",
+    "slug",
+    "description",
+    "price",
+    "stock",
+    "is_active",
+    "created_at",
+    "updated_at",
+    "category__id",
+    "category__name",
+    "category__slug",
+    "owner__id",
+    "owner__username",
+)
+# The SQL of api_row() per database alias and visibility, compiled once.
+_API_ROW_SQL: dict[tuple[str, bool], tuple[str, tuple[Any, ...]]] = {}
+# An id no product has: marks where the id goes among the compiled parameters.
+_PK_PLACEHOLDER = -7_319_017_541
 # Columns of a bulk insert, with the PostgreSQL type of each unnest() array.
 BULK_INSERT_COLUMNS = {
     "sku": "varchar",
@@ -136,6 +158,29 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
     def for_api(self) -> ProductQuerySet:
         """Return products with their category and owner, joined in one query."""
         return self.select_related("category", "owner").only(*API_PRODUCT_COLUMNS)
+
+    def api_row(self, pk: int, *, active_only: bool) -> tuple[Any, ...] | None:
+        """Return the API_VALUES of product *pk* or None (inactive: if *active_only*).
+
+        The hottest uncached read: building and compiling its QuerySet cost
+        more CPU than running it, so the SQL is compiled once per database
+        alias and visibility, and only the id changes.
+        """
+        db = self.db
+        compiled = _API_ROW_SQL.get((db, active_only))
+        if compiled is None:
+            query = self.model._default_manager.db_manager(db).filter(
+                pk=_PK_PLACEHOLDER
+            )
+            if active_only:
+                query = query.active()
+            values = query.values_list(*API_VALUES)
+            sql, params = values.query.get_compiler(db).as_sql()
+            compiled = _API_ROW_SQL[(db, active_only)] = (sql, tuple(params))
+        sql, params = compiled
+        with connections[db].cursor() as cursor:
+            cursor.execute(sql, [pk if p == _PK_PLACEHOLDER else p for p in params])
+            return cursor.fetchone()
 
     def search(self, q: str) -> ProductQuerySet:
         """Return products whose name, SKU or description matches *q*.

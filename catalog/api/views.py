@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import Http404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -30,6 +31,7 @@ from catalog.api.serializers import (
     ProductSerializer,
     ProductWriteSerializer,
     product_representation,
+    product_row_representation,
 )
 from catalog.filtersets import DEFAULT_ORDERING, ProductFilterSet
 from catalog.invalidation import (
@@ -224,6 +226,18 @@ class ProductViewSet(
 
     def representation(self, instance: Product) -> Any:
         return product_representation(instance)
+
+    def retrieve_representation(self) -> Any:
+        # Reads of a product are open to all who may see it (the object
+        # permissions only guard writes): no instance to check, one row.
+        pk = self.kwargs[self.lookup_field]
+        if not pk.isdigit() or len(pk) > 18:
+            raise Http404
+        user = self.request.user
+        row = Product.objects.api_row(int(pk), active_only=not user.is_staff)
+        if row is None:
+            raise Http404
+        return product_row_representation(row)
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)

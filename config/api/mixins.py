@@ -96,9 +96,12 @@ class ETagMixin:
         ):
             raise PreconditionFailed()
 
+    def retrieve_representation(self) -> Any:
+        """Return the representation GET answers (404 if there is nothing to show)."""
+        return self.representation(self.get_object())
+
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        instance = self.get_object()
-        data = self.representation(instance)
+        data = self.retrieve_representation()
         etag = compute_etag(data)
         if_none_match = request.headers.get("If-None-Match")
         if if_none_match and etag_matches(if_none_match, etag, weak=True):

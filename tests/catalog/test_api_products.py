@@ -11,7 +11,11 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework import serializers
 
-from catalog.api.serializers import ProductSerializer, product_representation
+from catalog.api.serializers import (
+    ProductSerializer,
+    product_representation,
+    product_row_representation,
+)
 from catalog.models import Category, Product
 from catalog.services import product_create, product_update, products_set_active
 from catalog.validation import clean_product
@@ -714,12 +718,40 @@ def test_product_representation_equals_the_declared_fields(price, settings):
         )
         assert product_representation(instance) == declared
         assert list(product_representation(instance)) == list(declared)
+    row = Product.objects.api_row(product.pk, active_only=True)
+    assert product_row_representation(row) == product_representation(stored)
     settings.TIME_ZONE = "Europe/Paris"  # DRF shows the current time zone
     with timezone.override("Europe/Paris"):
         declared = serializers.ModelSerializer.to_representation(
             ProductSerializer(), stored
         )
         assert product_representation(stored) == declared
+
+
+def test_detail_reads_one_row_in_one_query(
+    api_client, auth_client, staff_user, django_assert_num_queries
+):
+    hidden = ProductFactory(is_active=False)
+    shown = ProductFactory()
+    staff = auth_client(staff_user)
+    staff.get(detail(shown))  # the signed-in user is loaded once, then kept
+    for client, product, status in [
+        (api_client, shown, 200),
+        (api_client, hidden, 404),
+        (staff, hidden, 200),
+    ]:
+        with django_assert_num_queries(1):
+            response = client.get(detail(product))
+        assert response.status_code == status
+        if status == 200:
+            assert response.json()["id"] == product.pk
+
+
+@pytest.mark.parametrize("pk", ["abc", "1e3", "99999999999999999999", "-1", "0"])
+def test_detail_of_an_id_that_cannot_exist_is_404(api_client, pk):
+    response = api_client.get(f"{LIST}{pk}/")
+    assert response.status_code == 404
+    assert "detail" in response.json()
 
 
 # --- Shared validation (the import command runs the same code) --------------
