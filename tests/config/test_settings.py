@@ -267,13 +267,7 @@ def test_sentry_dsn_reports_request_errors_through_the_django_integration(manage
     assert "django" in events[0]["sdk"]["integrations"]
 
 
-def test_without_sentry_dsn_nothing_is_imported(manage):
-    result = manage(
-        "shell",
-        "--no-imports",
-        "-c",
-        "import sys; print('sentry_sdk' in sys.modules)",
-        **PRODUCTION_ENV,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False"
+def test_without_sentry_dsn_nothing_is_imported(settings):
+    # This process runs the settings without SENTRY_DSN, like any unset deployment.
+    assert settings.SENTRY_DSN == ""
+    assert "sentry_sdk" not in sys.modules
