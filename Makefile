@@ -5,7 +5,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MANAGE := $(PY) manage.py
 PORT ?= 8000
-export PORT
 
 # First Python >= 3.12 found: $PYTHON, then python3.13/3.12 on PATH (pyenv shims
 # included), then pyenv's install folders.
@@ -47,17 +46,20 @@ install: $(VENV)/.synced
 	@$(PY) -c 'import secrets; print(f"SECRET_KEY={secrets.token_urlsafe(50)}\nALLOWED_HOSTS=localhost,127.0.0.1,[::1]\nSECURE_SSL_REDIRECT=False\nSESSION_COOKIE_SECURE=False\nCSRF_COOKIE_SECURE=False\nSECURE_HSTS_SECONDS=0\nADMIN_EMAIL=admin@example.com\nADMIN_PASSWORD={secrets.token_urlsafe(12)}")' > .env
 	@echo "Wrote .env (local settings, git-ignored)."
 
+# The environment wins over .env: config.dotenv prints exports only for the
+# variables the environment lacks (`set -a; source .env` would override them).
+LOAD_DOTENV = dotenv=$$($(PY) -m config.dotenv .env); eval "$$dotenv"; export PORT=$${PORT:-8000}
+
 run: install .env
-	@set -a; source .env; set +a; set -e; \
+	@set -e; $(LOAD_DOTENV); \
 	$(MANAGE) ensure_database; \
 	$(MANAGE) migrate --noinput -v 0; \
-	$(MANAGE) createcachetable; \
 	$(MANAGE) collectstatic --noinput -v 0; \
 	$(MANAGE) seed_demo --users 50 --products 500 --categories 8 --seed 1; \
 	$(MANAGE) ensure_admin --email "$$ADMIN_EMAIL" --password "$$ADMIN_PASSWORD"; \
 	echo ""; \
-	echo "  Admin:    http://127.0.0.1:$(PORT)/admin/   login: $$ADMIN_EMAIL / $$ADMIN_PASSWORD"; \
-	echo "  API docs: http://127.0.0.1:$(PORT)/api/docs/"; \
+	echo "  Admin:    http://127.0.0.1:$$PORT/admin/   login: $$ADMIN_EMAIL / $$ADMIN_PASSWORD"; \
+	echo "  API docs: http://127.0.0.1:$$PORT/api/docs/ (ReDoc: /api/redoc/)"; \
 	echo ""; \
 	$(MANAGE) db_worker & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \

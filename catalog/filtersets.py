@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
+from django import forms
 from django.core.exceptions import ValidationError
+from django_filters import filters as base_filters
 from django_filters import rest_framework as filters
 
 from catalog.managers import ProductQuerySet
@@ -16,12 +19,32 @@ DEFAULT_ORDERING = ("-created_at", "-id")
 # consecutive letters or digits; anything shorter reads every row.
 _SEARCHABLE = re.compile(r"\w{3}")
 MSG_SEARCH_TOO_SHORT = "Search for at least 3 letters or digits in a row."
+MSG_NOT_A_BOOLEAN = "Must be true or false (or 1 or 0)."
+_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 
 def validate_search(value: str) -> None:
     """Reject a search that no index can serve (e.g. ``ab`` or ``-``)."""
     if value.strip() and not _SEARCHABLE.search(value):
         raise ValidationError(MSG_SEARCH_TOO_SHORT)
+
+
+class StrictBooleanField(forms.Field):
+    """A query-string boolean: true/false/1/0 (any case); anything else is invalid."""
+
+    def to_python(self, value: Any) -> bool | None:
+        if value is None or value == "":
+            return None
+        try:
+            return _BOOLEANS[str(value).strip().lower()]
+        except KeyError:
+            raise ValidationError(MSG_NOT_A_BOOLEAN, code="invalid") from None
+
+
+class StrictBooleanFilter(base_filters.BooleanFilter):
+    """A boolean filter that answers 400 on a value it cannot read, not ignore it."""
+
+    field_class = StrictBooleanField
 
 
 def ordering_terms(value: str | None) -> tuple[str, ...]:
@@ -44,10 +67,10 @@ class ProductFilterSet(filters.FilterSet):
     )
     min_price = filters.NumberFilter(field_name="price", lookup_expr="gte")
     max_price = filters.NumberFilter(field_name="price", lookup_expr="lte")
-    in_stock = filters.BooleanFilter(
+    in_stock = StrictBooleanFilter(
         method="filter_in_stock", help_text="true: stock > 0; false: stock = 0."
     )
-    is_active = filters.BooleanFilter(
+    is_active = StrictBooleanFilter(
         method="filter_is_active", help_text="Staff only; ignored for others."
     )
     search = filters.CharFilter(

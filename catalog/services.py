@@ -302,17 +302,41 @@ def products_bulk_delete(*, ids: Sequence[Any]) -> int:
 
 
 MSG_SLUG_TAKEN = "category with this slug already exists."
+MSG_NO_SLUG_IN_NAME = "Could not derive a slug from this name; send a slug."
 
 
-def category_create(*, name: str, slug: str) -> Category:
-    """Create a category; a taken slug raises ValidationError."""
+def category_slug_from(name: str) -> str:
+    """Return the slug a category named *name* gets when none is given."""
+    return slugify(name)[:100]
+
+
+def category_slug_taken_message(slug: str, *, derived: bool) -> str:
+    """Return the error for a taken *slug*, said of the name when it was derived."""
+    if derived:
+        return (
+            f"A category with this name already exists (slug {slug!r}); "
+            "choose another name or send a slug."
+        )
+    return MSG_SLUG_TAKEN
+
+
+def category_create(*, name: str, slug: str = "") -> Category:
+    """Create a category, its slug derived from *name* when not given.
+
+    A taken slug raises ValidationError on ``slug``, or on ``name`` when the
+    slug was derived from it.
+    """
+    field = "slug" if slug else "name"
+    slug = slug or category_slug_from(name)
     category = Category(name=name, slug=slug)
     try:
         with transaction.atomic():
             category.save(force_insert=True)
     except IntegrityError as exc:
         # The serializer checked the slug; a concurrent create took it since.
-        raise ValidationError({"slug": [MSG_SLUG_TAKEN]}) from exc
+        raise ValidationError(
+            {field: [category_slug_taken_message(slug, derived=field == "name")]}
+        ) from exc
     return category
 
 

@@ -884,6 +884,7 @@ class CachedViewMixin:
             if_none_match = request.META.get("HTTP_IF_NONE_MATCH")
             if etag and if_none_match and etag_matches(if_none_match, etag, weak=True):
                 response = HttpResponse(status=304)
+                del response["Content-Type"]  # a 304 has no body to describe
                 response["ETag"] = etag
             else:
                 response = _replay(entry)

@@ -1,4 +1,4 @@
-"""Request context (X-Request-ID, X-Process-Time, JSON log line) and DB 503s."""
+"""Request context (X-Request-ID, X-Process-Time, JSON log line), DB 503s, probes."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.functional import SimpleLazyObject, empty
 from django.utils.log import log_response
 
+from config import health
 from config.db_router import begin_request
 from config.logging import request_id_var
-from config.metrics import DB_UNAVAILABLE
+from config.metrics import DB_UNAVAILABLE, metrics_view
 
 logger = logging.getLogger("config.request")
 
@@ -146,3 +147,30 @@ def _resolved_user_id(request: HttpRequest) -> int | None:
     if isinstance(user, SimpleLazyObject) and user._wrapped is empty:
         return None
     return user.pk if getattr(user, "is_authenticated", False) else None
+
+
+class ProbeMiddleware:
+    """Answer /healthz, /readyz and /metrics whatever the Host header.
+
+    Django checks the Host header against ALLOWED_HOSTS only when something
+    calls ``request.get_host()`` (CommonMiddleware, CSRF, the HTTPS redirect),
+    all of which run after this middleware. Probes and scrapes address a
+    replica by service name or pod IP, which no site host list holds; /metrics
+    stays guarded by peer network or token in its view. Other requests pay one
+    dictionary lookup.
+    """
+
+    probes: dict[str, Callable[[HttpRequest], HttpResponse]] = {
+        "/healthz": health.healthz,
+        "/readyz": health.readyz,
+        "/metrics": metrics_view,
+    }
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        probe = self.probes.get(request.path_info)
+        if probe is None:
+            return self.get_response(request)
+        return probe(request)

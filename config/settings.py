@@ -1,15 +1,20 @@
 """The single settings module: everything comes from the environment (and `.env`)."""
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
 import environ
+from corsheaders.defaults import default_headers
 from django.core.exceptions import ImproperlyConfigured
+
+from config.dotenv import load_env_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# The environment wins: .env only fills in what it does not set.
+load_env_file(BASE_DIR / ".env")
 
 # --- Core ---
 DEBUG = env.bool("DEBUG", default=False)
@@ -37,6 +42,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "django_prometheus",
+    "corsheaders",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -59,6 +65,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "config.middleware.RequestContextMiddleware",
+    # Probes and scrapes are answered here, before anything reads the Host
+    # header: they are addressed by IP or service name, not by site host name.
+    "config.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -270,6 +279,29 @@ SIMPLE_JWT = {
     "AUTH_TOKEN_CLASSES": ("accounts.api.authentication.VerifiedOnceAccessToken",),
 }
 
+# --- CORS ---
+# Closed by default: browsers on other origins may call the API only once
+# their origins are listed (scheme://host[:port], comma-separated).
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+CORS_URLS_REGEX = rf"^{re.escape(API_PREFIX)}/"
+CORS_ALLOW_HEADERS = (*default_headers, "if-match", "if-none-match", "x-request-id")
+CORS_EXPOSE_HEADERS = [
+    "etag",
+    "ratelimit",
+    "ratelimit-policy",
+    "retry-after",
+    "x-cache",
+    "x-process-time",
+    "x-request-id",
+]
+if CORS_ALLOWED_ORIGINS:
+    # Installed only when an origin is allowed: closed, it would only add
+    # work (and a Vary header) to every response.
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("config.middleware.ProbeMiddleware") + 1,
+        "corsheaders.middleware.CorsMiddleware",
+    )
+
 SPECTACULAR_SETTINGS = {
     "TITLE": API_TITLE,
     "VERSION": API_VERSION,
@@ -279,6 +311,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Operation ids and tags start after the prefix: products_list, tag products.
+    "SCHEMA_PATH_PREFIX": f"^{re.escape(API_PREFIX)}",
 }
 
 # --- Tasks and email ---
@@ -339,6 +373,16 @@ METRICS_ALLOWED_NETWORKS = env.list(
     "METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"]
 )
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Opt-in error reporting: set, it starts sentry-sdk; unset, nothing is imported.
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    from config.sentry import init_sentry
+
+    init_sentry(
+        dsn=SENTRY_DSN,
+        environment=env.str("SENTRY_ENVIRONMENT", default="production"),
+        traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+    )
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,

@@ -1,7 +1,12 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from django.views.decorators.csp import csp_override
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerSplitView,
+)
 
 from catalog.admin_dashboard import dashboard_view
 from config import health
@@ -31,6 +36,14 @@ urlpatterns = [
         "api/docs/",
         SpectacularSwaggerSplitView.as_view(url_name="schema"),
         name="docs",
+    ),
+    # ReDoc builds its search index in a worker it starts from a blob: URL.
+    path(
+        "api/redoc/",
+        csp_override({**settings.SECURE_CSP, "worker-src": ["'self'", "blob:"]})(
+            SpectacularRedocView.as_view(url_name="schema")
+        ),
+        name="redoc",
     ),
     path(settings.API_PREFIX.strip("/") + "/", include("config.api_urls")),
 ]

@@ -44,6 +44,7 @@ from config.api.throttles import (
     LoginEmailRateThrottle,
     LoginRateThrottle,
     PasswordResetRateThrottle,
+    RateLimitHeadersMixin,
     RegisterRateThrottle,
 )
 from config.cache import NAMESPACE_USERS, CachedViewMixin
@@ -63,7 +64,8 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
         404: OpenApiResponse(s.DetailSerializer, description="No such user."),
         413: OpenApiResponse(s.DetailSerializer, description="Request body too large."),
         429: OpenApiResponse(
-            s.DetailSerializer, description="Throttled; see the Retry-After header."
+            s.DetailSerializer,
+            description="Throttled; see the Retry-After and RateLimit headers.",
         ),
     }
     return {code: described[code] for code in codes}
@@ -77,7 +79,7 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
     summary="Sign in with email and password",
     responses={200: s.TokenPairSerializer, **_errors(400, 401, 429)},
 )
-class TokenObtainView(jwt_views.TokenObtainPairView):
+class TokenObtainView(RateLimitHeadersMixin, jwt_views.TokenObtainPairView):
     """Exchange email and password for an access and a refresh token."""
 
     throttle_classes = [LoginRateThrottle, LoginEmailRateThrottle]
@@ -138,7 +140,7 @@ class LogoutView(AnonymousView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class PasswordResetView(AnonymousView):
+class PasswordResetView(RateLimitHeadersMixin, AnonymousView):
     """Email a one-time reset link; always 202, whether the address exists or not."""
 
     throttle_classes = [PasswordResetRateThrottle]
@@ -160,7 +162,7 @@ class PasswordResetView(AnonymousView):
         )
 
 
-class PasswordResetConfirmView(AnonymousView):
+class PasswordResetConfirmView(RateLimitHeadersMixin, AnonymousView):
     """Set a new password with the uid and token from a reset link."""
 
     throttle_classes = [PasswordResetRateThrottle]
@@ -229,6 +231,7 @@ class PasswordResetConfirmView(AnonymousView):
 )
 @extend_schema(tags=["users"])
 class UserViewSet(
+    RateLimitHeadersMixin,
     CachedViewMixin,
     mixins.CreateModelMixin,
     mixins.ListModelMixin,

@@ -6,12 +6,15 @@ from decimal import Decimal
 from typing import Any
 
 from django.utils import timezone
-from django.utils.text import slugify
 from rest_framework import serializers
 
 from accounts.models import User
 from catalog.models import PRICE_MAX_DIGITS, Category, Product
-from catalog.services import MSG_SLUG_TAKEN
+from catalog.services import (
+    MSG_NO_SLUG_IN_NAME,
+    category_slug_from,
+    category_slug_taken_message,
+)
 from catalog.validation import (
     NAME_MAX_LENGTH,
     PRICE_DECIMAL_PLACES,
@@ -60,19 +63,20 @@ class CategorySerializer(serializers.ModelSerializer[Category]):
         read_only_fields = ["id", "product_count", "created_at", "updated_at"]
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if not attrs.get("slug") and "name" in attrs and self.instance is None:
-            attrs["slug"] = slugify(attrs["name"])[:100]
-            if not attrs["slug"]:
-                raise serializers.ValidationError(
-                    {"slug": ["Could not derive a slug from the name; send one."]}
-                )
-        slug = attrs.get("slug")
+        # A slug derived from the name is the name's problem: the errors go on
+        # the field the client sent.
+        field, slug = "slug", attrs.get("slug")
+        if not slug and "name" in attrs and self.instance is None:
+            field, slug = "name", category_slug_from(attrs["name"])
+            if not slug:
+                raise serializers.ValidationError({"name": [MSG_NO_SLUG_IN_NAME]})
         if slug:
             taken = Category.objects.filter(slug=slug)
             if self.instance is not None:
                 taken = taken.exclude(pk=self.instance.pk)
             if taken.exists():
-                raise serializers.ValidationError({"slug": [MSG_SLUG_TAKEN]})
+                message = category_slug_taken_message(slug, derived=field == "name")
+                raise serializers.ValidationError({field: [message]})
         return attrs
 
 

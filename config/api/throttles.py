@@ -1,14 +1,22 @@
-"""Atomic, proxy-aware rate limits kept in the shared (Redis) cache."""
+"""Atomic, proxy-aware rate limits kept in the shared (Redis) cache.
+
+Each throttled answer, 429 or not, tells the client its quota in the IETF
+``RateLimit-Policy`` and ``RateLimit`` header fields
+(draft-ietf-httpapi-ratelimit-headers): ``"login";q=10;w=60`` and
+``"login";r=7;t=42`` (requests left, seconds until the window resets).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.cache import cache
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
@@ -31,8 +39,21 @@ def client_ip(request: Request) -> str:
     return addrs[-min(num_proxies, len(addrs))] or remote_addr
 
 
+class RateLimitState(NamedTuple):
+    """One policy's quota and what is left of it, as the RateLimit fields say it."""
+
+    policy: str
+    quota: int
+    window: int
+    remaining: int
+    reset: int
+
+
 class FixedWindowRateThrottle(SimpleRateThrottle):
     """Count requests per window with one atomic INCR, so bursts cannot slip past."""
+
+    # The name clients see in the RateLimit fields; the scope when unset.
+    policy: str | None = None
 
     def get_rate(self) -> str | None:
         # Read at call time, not import time, so settings overrides apply.
@@ -65,6 +86,16 @@ class FixedWindowRateThrottle(SimpleRateThrottle):
         # everyone out because the limiter itself is unavailable.
         if count is None:
             return True
+        states = request.__dict__.setdefault("rate_limits", [])
+        states.append(
+            RateLimitState(
+                policy=self.policy or self.scope,
+                quota=self.num_requests,
+                window=self.duration,
+                remaining=max(self.num_requests - count, 0),
+                reset=max(1, math.ceil(self.window_end - now)),
+            )
+        )
         if count > self.num_requests:
             THROTTLED_REQUESTS.labels(scope=self.scope).inc()
             return False
@@ -72,6 +103,24 @@ class FixedWindowRateThrottle(SimpleRateThrottle):
 
     def wait(self) -> float | None:
         return max(1.0, self.window_end - self.now)
+
+
+class RateLimitHeadersMixin:
+    """Add RateLimit-Policy and RateLimit to the answers of a throttled view."""
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        states: list[RateLimitState] = request.__dict__.get("rate_limits", ())
+        if states:
+            response["RateLimit-Policy"] = ", ".join(
+                f'"{s.policy}";q={s.quota};w={s.window}' for s in states
+            )
+            response["RateLimit"] = ", ".join(
+                f'"{s.policy}";r={s.remaining};t={s.reset}' for s in states
+            )
+        return response
 
 
 class LoginRateThrottle(FixedWindowRateThrottle):
@@ -84,6 +133,7 @@ class LoginEmailRateThrottle(FixedWindowRateThrottle):
     """Limit sign-in attempts per target account, whatever address they come from."""
 
     scope = "login"
+    policy = "login-account"
 
     def get_cache_key(self, request: Request, view: APIView) -> str | None:
         data: Any = request.data

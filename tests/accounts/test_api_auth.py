@@ -119,6 +119,41 @@ def test_sign_in_is_throttled_with_retry_after(api_client, user):
     assert "detail" in response.json()
 
 
+def test_throttled_answers_carry_ratelimit_fields(api_client, user):
+    url = reverse("api:token-obtain")
+    body = {"email": user.email, "password": "wrong-password-here"}
+    responses = [api_client.post(url, body, format="json") for _ in range(11)]
+
+    first, refused = responses[0], responses[10]
+    policy = '"login";q=10;w=60, "login-account";q=10;w=60'
+    assert first.status_code == 401
+    assert first["RateLimit-Policy"] == policy
+    assert re.fullmatch(
+        r'"login";r=9;t=\d+, "login-account";r=9;t=\d+', first["RateLimit"]
+    )
+    assert refused.status_code == 429
+    assert refused["RateLimit-Policy"] == policy
+    left = re.fullmatch(
+        r'"login";r=0;t=(\d+), "login-account";r=0;t=(\d+)', refused["RateLimit"]
+    )
+    assert left, refused["RateLimit"]
+    assert 1 <= int(left[1]) <= 60
+    assert abs(int(left[1]) - int(refused["Retry-After"])) <= 1
+
+
+def test_registration_answers_carry_ratelimit_fields(api_client):
+    response = api_client.post(
+        reverse("api:user-list"),
+        {"email": "new@example.com", "username": "new", "password": NEW_PASSWORD},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    assert response["RateLimit-Policy"] == '"register";q=20;w=3600'
+    assert re.fullmatch(r'"register";r=19;t=\d+', response["RateLimit"])
+    listing = api_client.get(reverse("api:user-list"))
+    assert "RateLimit" not in listing  # not a throttled action
+
+
 def test_login_throttle_ignores_forged_forwarded_for(api_client, user):
     url = reverse("api:token-obtain")
     statuses = [

@@ -68,6 +68,25 @@ def test_staff_creates_with_slug_derived_from_name(auth_client, staff_user):
     assert response.json()["product_count"] == 0
 
 
+def test_taken_name_is_400_on_name_not_on_the_unsent_slug(auth_client, staff_user):
+    CategoryFactory(name="Garden", slug="garden")
+    response = auth_client(staff_user).post(LIST, {"name": "garden"}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {
+        "name": [
+            "A category with this name already exists (slug 'garden'); "
+            "choose another name or send a slug."
+        ]
+    }
+    assert Category.objects.count() == 1
+
+
+def test_name_without_letters_or_digits_is_400_on_name(auth_client, staff_user):
+    response = auth_client(staff_user).post(LIST, {"name": "!!!"}, format="json")
+    assert response.status_code == 400
+    assert list(response.json()) == ["name"]
+
+
 def test_duplicate_slug_is_400_on_slug(auth_client, staff_user):
     CategoryFactory(slug="garden")
     response = auth_client(staff_user).post(
@@ -126,3 +145,6 @@ def test_a_slug_taken_after_the_serializer_check_is_a_field_error():
     assert taken.value.message_dict == {
         "slug": ["category with this slug already exists."]
     }
+    with pytest.raises(ValidationError) as taken:
+        category_create(name="Garden")
+    assert list(taken.value.message_dict) == ["name"]

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import connection, connections
@@ -16,6 +17,7 @@ from catalog.api.serializers import (
     product_representation,
     product_row_representation,
 )
+from catalog.filtersets import MSG_NOT_A_BOOLEAN
 from catalog.models import Category, Product
 from catalog.services import product_create, product_update, products_set_active
 from catalog.validation import clean_product
@@ -160,6 +162,18 @@ def test_filter_in_stock(api_client):
     empty = ProductFactory(out_of_stock=True)
     assert ids(api_client.get(LIST, {"in_stock": "true"})) == [stocked.pk]
     assert ids(api_client.get(LIST, {"in_stock": "false"})) == [empty.pk]
+    assert ids(api_client.get(LIST, {"in_stock": "TRUE"})) == [stocked.pk]
+    assert ids(api_client.get(LIST, {"in_stock": "0"})) == [empty.pk]
+
+
+@pytest.mark.parametrize(
+    ("param", "value"), [("in_stock", "maybe"), ("in_stock", "yes"), ("is_active", "2")]
+)
+def test_bad_boolean_filter_is_400_naming_the_parameter(api_client, param, value):
+    response = api_client.get(LIST, {param: value})
+
+    assert response.status_code == 400
+    assert response.json() == {param: [MSG_NOT_A_BOOLEAN]}
 
 
 def test_search_matches_name_sku_and_description(api_client):
@@ -549,6 +563,24 @@ def test_detail_etag_is_strong_and_if_none_match_gives_304(api_client):
     assert etag.startswith('"') and not etag.startswith("W/")
     again = api_client.get(detail(product), HTTP_IF_NONE_MATCH=etag)
     assert again.status_code == 304
+
+
+def test_304_describes_no_body_and_keeps_the_validators(api_client):
+    product = ProductFactory()
+    full = api_client.get(detail(product))
+    cache.clear()
+    # Rendered by the view (a miss; a 304 is not stored) ...
+    rendered = api_client.get(detail(product), HTTP_IF_NONE_MATCH=full["ETag"])
+    api_client.get(detail(product))
+    # ... and answered from the stored 200 (a hit).
+    replayed = api_client.get(detail(product), HTTP_IF_NONE_MATCH=full["ETag"])
+
+    for response, source in ((rendered, "MISS"), (replayed, "HIT")):
+        assert (response.status_code, response["X-Cache"]) == (304, source)
+        assert response.content == b""
+        assert "Content-Type" not in response, source
+        for name in ("ETag", "Vary", "Cache-Control"):
+            assert response.get(name) == full.get(name), (source, name)
 
 
 def test_weak_if_match_never_matches(auth_client, user):

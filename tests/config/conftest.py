@@ -1,15 +1,20 @@
-"""Fixtures for the config tests: a private redis-server."""
+"""Fixtures for the config tests: a private redis-server, manage.py runs."""
 
+import os
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
 from django.conf import settings as django_settings
 
 import config.cache
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class RedisServer:
@@ -81,3 +86,31 @@ def redis_server(settings, monkeypatch) -> Iterator[RedisServer]:
     monkeypatch.setattr(config.cache, "_pending_bumps", set())
     yield server
     server.kill()
+
+
+@pytest.fixture
+def manage() -> Callable[..., subprocess.CompletedProcess]:
+    """Return a runner of ``manage.py ARGS`` in a child process with config.settings.
+
+    The child gets this environment without the test's Django settings, secret
+    and debug flag, minus the names in *unset*, plus *env*.
+    """
+
+    def _manage(
+        *args: str, unset: tuple[str, ...] = (), **env: str
+    ) -> subprocess.CompletedProcess:
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DJANGO_", "SECRET_KEY", "DEBUG")) and k not in unset
+        }
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env={**base, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    return _manage

@@ -63,3 +63,44 @@ def test_readyz_is_503_json_when_the_database_refuses(client):
     assert response.json()["status"] == "unavailable"
     assert response.json()["database"] == "down"
     assert "X-Request-ID" in response
+
+
+# --- Probes by service name or IP ------------------------------------------------
+
+
+@pytest.fixture
+def production_hosts(settings):
+    """Serve one site host name over HTTPS, as a deployment does."""
+    settings.DEBUG = False
+    settings.ALLOWED_HOSTS = ["api.example.com"]
+    settings.SECURE_SSL_REDIRECT = True
+
+
+@pytest.mark.parametrize("host", ["api:8000", "10.1.2.3:8000", "[fd00::7]:8000"])
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_probes_answer_whatever_the_host(client, production_hosts, path, host):
+    response = client.get(path, HTTP_HOST=host)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("host", ["api:8000", "10.1.2.3:8000"])
+def test_metrics_answer_whatever_the_host_to_allowed_networks_only(
+    client, production_hosts, settings, host
+):
+    settings.METRICS_ALLOWED_NETWORKS = ["10.0.0.0/8"]
+
+    scrape = client.get("/metrics", HTTP_HOST=host, REMOTE_ADDR="10.9.8.7")
+    outsider = client.get("/metrics", HTTP_HOST=host, REMOTE_ADDR="203.0.113.9")
+
+    assert scrape.status_code == 200
+    assert b"django_http_requests_before_middlewares_total" in scrape.content
+    assert outsider.status_code == 403
+
+
+def test_other_paths_still_refuse_hosts_outside_allowed_hosts(client, production_hosts):
+    response = client.get("/api/v1/products/", HTTP_HOST="api:8000", secure=True)
+
+    assert response.status_code == 400
+    assert client.get("/admin/login/", HTTP_HOST="api:8000").status_code == 400
