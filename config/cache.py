@@ -833,10 +833,15 @@ class CachedViewMixin:
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
         action = getattr(self, "action", None)
-        if request.method == "GET" and (action is None or action in self.cache_actions):
+        handler = getattr(self, "get", None)  # None: GET is not allowed here (405)
+        if (
+            request.method == "GET"
+            and handler is not None
+            and (action is None or action in self.cache_actions)
+        ):
             # dispatch() looks the handler up after initial(): swapping it
             # here keeps the auth, permission and throttle checks on hits.
-            self.get = functools.partial(self._cached_get, self.get)
+            self.get = functools.partial(self._cached_get, handler)
 
     def _cached_get(
         self,

@@ -340,3 +340,12 @@ def test_every_bulk_write_is_seen_by_the_next_cached_read(
     with django_capture_on_commit_callbacks(execute=True):
         staff.delete(BULK, {"ids": ids}, format="json")
     assert listed() == {}
+
+
+@pytest.mark.parametrize("route", ["api:product-bulk", "api:user-bulk"])
+def test_get_on_a_bulk_route_is_405(auth_client, staff_user, user, route):
+    response = auth_client(staff_user).get(reverse(route))
+    assert response.status_code == 405, response.content
+    assert "detail" in response.json()
+    # Others are refused before the method is looked at (DRF checks first).
+    assert auth_client(user).get(reverse(route)).status_code in (403, 405)
