@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections import OrderedDict
 
 from django.core.paginator import Paginator
 from django.db import connections
@@ -24,15 +27,38 @@ def estimated_row_count(model: type[Model], using: str = "default") -> int:
     return int(row[0]) if row else -1
 
 
+# Plan estimates move only with ANALYZE and the table's size: one is reused
+# for this long per query and parameters, sparing the EXPLAIN round trip.
+PLAN_ESTIMATE_SECONDS = 10.0
+_PLAN_ESTIMATES_KEPT = 512
+_plan_estimates: OrderedDict[tuple[str, str, str], tuple[float, int]] = OrderedDict()
+_plan_estimates_lock = threading.Lock()
+
+
 def planned_row_count(queryset: QuerySet) -> int:
-    """Return the planner's row estimate for *queryset* (EXPLAIN, nothing is read)."""
+    """Return the planner's row estimate for *queryset* (EXPLAIN, nothing is read).
+
+    An estimate is reused for PLAN_ESTIMATE_SECONDS per query and parameters.
+    """
     sql, params = queryset.values("pk").query.sql_with_params()
+    key = (queryset.db, sql, repr(params))
+    now = time.monotonic()
+    with _plan_estimates_lock:
+        kept = _plan_estimates.get(key)
+    if kept is not None and kept[0] > now:
+        return kept[1]
     with connections[queryset.db].cursor() as cursor:
         cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
         plan = cursor.fetchone()[0]
     if isinstance(plan, str):
         plan = json.loads(plan)
-    return int(plan[0]["Plan"]["Plan Rows"])
+    estimate = int(plan[0]["Plan"]["Plan Rows"])
+    with _plan_estimates_lock:
+        _plan_estimates[key] = (now + PLAN_ESTIMATE_SECONDS, estimate)
+        _plan_estimates.move_to_end(key)
+        while len(_plan_estimates) > _PLAN_ESTIMATES_KEPT:
+            _plan_estimates.popitem(last=False)
+    return estimate
 
 
 def fast_count(queryset: QuerySet) -> int:

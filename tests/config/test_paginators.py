@@ -39,3 +39,20 @@ def test_estimated_paginator_counts_a_filtered_queryset_without_count_star(
     with django_assert_num_queries(1) as captured:
         assert paginator.count >= 1
     assert captured.captured_queries[0]["sql"].startswith("EXPLAIN")
+
+
+def test_plan_estimates_are_reused_for_a_while(
+    analysed_products, monkeypatch, django_assert_num_queries
+):
+    query = Product.objects.filter(stock__gte=3)
+    with django_assert_num_queries(1):
+        first = paginators.planned_row_count(query)
+    with django_assert_num_queries(0):
+        assert paginators.planned_row_count(query) == first
+    with django_assert_num_queries(1):  # other parameters: their own plan
+        paginators.planned_row_count(Product.objects.filter(stock__gte=4))
+    monkeypatch.setattr(paginators, "PLAN_ESTIMATE_SECONDS", -1.0)
+    with django_assert_num_queries(1):
+        paginators.planned_row_count(Product.objects.filter(stock__gte=5))
+    with django_assert_num_queries(1):  # expired at once: planned again
+        paginators.planned_row_count(Product.objects.filter(stock__gte=5))
