@@ -18,6 +18,7 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -102,17 +103,21 @@ class LineReader:
 
     A line that is not valid UTF-8 is decoded with surrogate escapes (written
     back byte for byte by RejectWriter) and its number and reason are kept in
-    ``bad`` until the record reader rejects it.
+    ``bad`` until the record reader rejects it. With *hold*, the lines handed
+    out are also appended to ``held``, which the reader clears after each
+    record.
     """
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: IO[bytes], *, hold: bool = False) -> None:
         self.stream = stream
         self.line = 0
         self.bytes_read = 0
         self.bad: dict[int, str] = {}
+        self.held: list[str] | deque[str] = [] if hold else deque(maxlen=1)
 
     def __iter__(self) -> Iterator[str]:
         readline = self.stream.readline
+        hold = self.held.append
         while True:
             raw = readline(MAX_LINE_BYTES + 1)
             if not raw:
@@ -138,6 +143,7 @@ class LineReader:
                     f" (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
                 )
                 text = raw.decode("utf-8", "surrogateescape")
+            hold(text)
             yield text
 
 
@@ -159,7 +165,7 @@ class RecordReader:
         required: Sequence[str],
         strict: bool = False,
     ) -> None:
-        self.lines = LineReader(stream)
+        self.lines = LineReader(stream, hold=fmt == "csv")
         self.fmt = fmt
         self.columns = tuple(columns)
         self.required = tuple(required)
@@ -200,16 +206,10 @@ class RecordReader:
             )
 
     @staticmethod
-    def _held(
-        source: Iterator[str], replay: list[str], held: list[str]
-    ) -> Iterator[str]:
-        """Yield *replay* then *source*, keeping in *held* the lines handed out."""
-        hold = held.append
+    def _replayed(replay: list[str], held: list[str]) -> Iterator[str]:
+        """Yield *replay*, keeping in *held* the lines handed out."""
         for text in replay:
-            hold(text)
-            yield text
-        for text in source:
-            hold(text)
+            held.append(text)
             yield text
 
     def _csv(self) -> Iterator[Record]:
@@ -220,12 +220,14 @@ class RecordReader:
         # The lines of the record being read: a record that turns out broken
         # gives back the lines it swallowed after its first (an unterminated
         # quote), to be read again.
-        held: list[str] = []
-        reader = csv.reader(self._held(source, [], held), strict=True)
+        held = self.lines.held
+        assert isinstance(held, list)  # noqa: S101 - for the type checker
+        reader = csv.reader(source, strict=True)
         base = 0  # the number of the line before the reader's first one
         header: list[str] | None = None
         kept: list[str] = []
         known: frozenset[str] = frozenset()
+        skipped = False
         while True:
             start = base + reader.line_num + 1
             try:
@@ -239,7 +241,8 @@ class RecordReader:
                 yield self._broken(start, end, held, exc, header)
                 replay = held[1:]
                 held.clear()
-                reader = csv.reader(self._held(source, replay, held), strict=True)
+                lines = itertools.chain(self._replayed(replay, held), source)
+                reader = csv.reader(lines, strict=True)
                 base = start
                 continue
             held.clear()
@@ -265,6 +268,7 @@ class RecordReader:
                 self._check_columns(header, start)
                 kept = [n for n in header if n in self.columns]
                 known = frozenset(kept)
+                skipped = len(kept) < len(header)
                 continue
             if len(values) != len(header):
                 # Kept with the reason, so --errors still holds what was there.
@@ -272,7 +276,7 @@ class RecordReader:
                 reason = f"expected {len(header)} fields, found {len(values)}"
                 yield Record(start, {**partial, "_row": reason})
                 continue
-            if len(kept) < len(header):
+            if skipped:
                 yield Record(
                     start,
                     {
@@ -456,18 +460,24 @@ class RejectWriter:
 
 
 class Progress:
-    """A one-line progress bar on a terminal's standard error; silent elsewhere."""
+    """A one-line progress bar on a terminal's standard error; silent elsewhere.
+
+    *total* is what the position passed to update() runs up to (the input's
+    bytes for an import, the rows to write for seed_demo); None draws no bar.
+    """
 
     INTERVAL = 0.25
 
-    def __init__(self, stream: TextIO, *, total_bytes: int | None, enabled: bool):
+    def __init__(self, stream: Any, *, total: int | None, enabled: bool) -> None:
+        # Django's OutputWrapper would style every redraw as an error.
+        stream = getattr(stream, "_out", stream)
         self.stream = stream
-        self.total_bytes = total_bytes
+        self.total = total
         self.enabled = enabled and _isatty(stream)
         self.started = time.monotonic()
         self._last = 0.0
 
-    def update(self, rows: int, bytes_read: int) -> None:
+    def update(self, rows: int, position: int) -> None:
         """Redraw the bar at most every INTERVAL seconds."""
         if not self.enabled:
             return
@@ -477,8 +487,8 @@ class Progress:
         self._last = now
         elapsed = max(now - self.started, 1e-6)
         text = f"{rows:>12,} rows {rows / elapsed:>10,.0f} rows/s"
-        if self.total_bytes and bytes_read:
-            fraction = min(bytes_read / self.total_bytes, 1.0)
+        if self.total and position:
+            fraction = min(position / self.total, 1.0)
             filled = int(fraction * 24)
             eta = elapsed * (1 - fraction) / fraction if fraction else 0
             text = (
@@ -703,11 +713,7 @@ class ImportCommand(BaseCommand):
         )
         self._seen: dict[Any, int] = {}
         stats = RunStats()
-        progress = Progress(
-            self.stderr._out if hasattr(self.stderr, "_out") else self.stderr,
-            total_bytes=size,
-            enabled=self.verbosity >= 1,
-        )
+        progress = Progress(self.stderr, total=size, enabled=self.verbosity >= 1)
         failure: str | None = None
         batches = Prefetcher(self._checked_batches(reader, batch_size))
         try:

@@ -19,6 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from catalog import services
+from catalog.management.commands.import_products import Command as ImportProducts
 from catalog.models import Category, Product
 from catalog.services import products_upsert
 from tests.factories import CategoryFactory, ProductFactory, UserFactory
@@ -481,6 +482,20 @@ def test_progress_bar_is_drawn_on_a_terminal_only(tmp_path):
     assert "rows/s" in terminal.getvalue() and "ETA" in terminal.getvalue()
     assert "100%" in terminal.getvalue()
     assert piped == ""
+
+
+def test_index_build_line_is_plain_text_not_an_error(tmp_path):
+    owner = UserFactory()
+    path = write(tmp_path, "p.csv", rows_csv(owner.email, 5))
+    terminal = TerminalIO()
+
+    # Built as manage.py builds it, so standard error has its error style.
+    command = ImportProducts(stderr=terminal, force_color=True)
+    call_command(command, str(path), "--defer-indexes", stdout=StringIO())
+
+    drawn = terminal.getvalue()
+    assert f"\rbuilding {len(MODEL_INDEXES)} indexes..." in drawn
+    assert "\x1b[31" not in drawn  # standard error's bold red
 
 
 def test_verbosity_zero_is_silent_and_two_reports_each_batch(tmp_path):

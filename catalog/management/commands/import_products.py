@@ -181,7 +181,10 @@ class Command(ImportCommand):
         names, self.deferred = self.deferred, []
         terminal = self.verbosity >= 1 and self.stderr.isatty()
         if terminal:
-            self.stderr.write(f"\rbuilding {len(names)} indexes...", ending="")
+            # Plain text: standard error's default style is the error one.
+            self.stderr.write(
+                f"\rbuilding {len(names)} indexes...", style_func=str, ending=""
+            )
         started = time.monotonic()
         try:
             product_indexes_restore()
@@ -194,7 +197,7 @@ class Command(ImportCommand):
             ) from exc
         finally:
             if terminal:
-                self.stderr.write("\r\x1b[K", ending="")
+                self.stderr.write("\r\x1b[K", style_func=str, ending="")
         if self.verbosity >= 2:
             self.stdout.write(
                 f"indexes built in {time.monotonic() - started:.1f} s:"
