@@ -819,30 +819,24 @@ class ImportCommand(BaseCommand):
         if strict and rejections:
             rejections.sort(key=lambda r: r.line)
             raise _StrictStop(rejections[0])
-        # A key repeated in the batch: the last occurrence wins.
-        latest: dict[Any, tuple[int, Any]] = {}
+        # A key repeated in the batch: the last occurrence wins. The memo of
+        # the lines of keys seen so far names what each repeat supersedes,
+        # within the batch and (as far as the memo reaches) across batches.
+        seen = self._seen
+        if len(seen) + len(rows) > KEY_MEMO_SIZE:
+            seen.clear()
+        latest: dict[Any, Any] = {}
         row_key = self.row_key
         superseded: list[tuple[int, int, Any]] = []
         for line, row in rows:
             key = row_key(row)
-            if (earlier := latest.pop(key, None)) is not None:
-                superseded.append((earlier[0], line, key))
-            latest[key] = (line, row)
-        stats.superseded += len(rows) - len(latest)
-        # And across batches, as far as the memo reaches.
-        seen = self._seen
-        if len(seen) + len(latest) > KEY_MEMO_SIZE:
-            seen.clear()
-        for key, (line, _) in latest.items():
-            if (earlier_line := seen.get(key)) is not None:
-                superseded.append((earlier_line, line, key))
+            if (earlier := seen.get(key)) is not None:
+                superseded.append((earlier, line, key))
             seen[key] = line
+            latest[key] = row
+        stats.superseded += len(rows) - len(latest)
         with transaction.atomic():
-            result = (
-                self.upsert([row for _, row in latest.values()])
-                if latest
-                else UpsertResult()
-            )
+            result = self.upsert(list(latest.values())) if latest else UpsertResult()
             if dry_run:
                 transaction.set_rollback(True)
         stats.result += result
