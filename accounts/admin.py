@@ -6,12 +6,12 @@ from django.http import HttpRequest
 from accounts.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
 from accounts.models import User
 from accounts.services import users_set_active
-from config.admin_display import CHANGELIST_CSS, compact_datetime, shortened
+from config.admin_display import CompactChangelistMixin, shortened
 from config.paginators import EstimatedCountPaginator
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(CompactChangelistMixin, DjangoUserAdmin):
     """Find, edit, activate and deactivate users; passwords through Django's forms."""
 
     form = UserChangeForm
@@ -54,9 +54,6 @@ class UserAdmin(DjangoUserAdmin):
     show_full_result_count = False
     actions = ["activate_users", "deactivate_users"]
 
-    class Media:
-        css = {"all": [CHANGELIST_CSS]}
-
     @admin.display(description="email", ordering="email")
     def short_email(self, user: User) -> str:
         return shortened(user.email, 40)
@@ -64,10 +61,6 @@ class UserAdmin(DjangoUserAdmin):
     @admin.display(description="username", ordering="username")
     def short_username(self, user: User) -> str:
         return shortened(user.username, 24)
-
-    @admin.display(description="created", ordering="created_at")
-    def created(self, user: User) -> str:
-        return compact_datetime(user.created_at)
 
     @admin.action(description="Activate selected users")
     def activate_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:

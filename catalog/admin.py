@@ -4,7 +4,7 @@ from django.http import HttpRequest
 
 from catalog.models import Category, Product
 from catalog.services import products_set_active
-from config.admin_display import CHANGELIST_CSS, compact_datetime, shortened
+from config.admin_display import CompactChangelistMixin, shortened
 from config.paginators import EstimatedCountPaginator
 
 
@@ -35,7 +35,7 @@ class CategoryAdmin(admin.ModelAdmin):
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(CompactChangelistMixin, admin.ModelAdmin):
     """Find and bulk-fix products; fast on a catalog of millions of rows."""
 
     # Short text columns and a compact date keep the editable price, stock
@@ -70,9 +70,6 @@ class ProductAdmin(admin.ModelAdmin):
     show_full_result_count = False
     actions = ["activate_products", "deactivate_products"]
 
-    class Media:
-        css = {"all": [CHANGELIST_CSS]}
-
     @admin.display(description="name", ordering="name")
     def short_name(self, product: Product) -> str:
         return shortened(product.name, 28)
@@ -84,10 +81,6 @@ class ProductAdmin(admin.ModelAdmin):
     @admin.display(description="owner", ordering="owner__email")
     def short_owner(self, product: Product) -> str:
         return shortened(product.owner.email, 22)
-
-    @admin.display(description="created", ordering="created_at")
-    def created(self, product: Product) -> str:
-        return compact_datetime(product.created_at)
 
     @admin.action(description="Put selected products on sale")
     def activate_products(

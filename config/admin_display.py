@@ -1,7 +1,9 @@
 """Compact changelist cells: shortened text and dates that fit one line."""
 
 from datetime import datetime
+from typing import Any
 
+from django.contrib import admin
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -22,3 +24,14 @@ def compact_datetime(value: datetime | None) -> str:
     if value is None:
         return ""
     return timezone.localtime(value).strftime("%Y-%m-%d %H:%M")
+
+
+class CompactChangelistMixin:
+    """ModelAdmin mixin: the compact changelist stylesheet and a one-line date."""
+
+    class Media:
+        css = {"all": [CHANGELIST_CSS]}
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Any) -> str:
+        return compact_datetime(obj.created_at)
