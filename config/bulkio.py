@@ -1,8 +1,10 @@
 """Streaming CSV / JSON Lines I/O for the bulk commands.
 
 Readers yield one record at a time with its line number, so memory stays flat
-whatever the file size; malformed input raises BulkFormatError with a one-line
-message naming the line. ImportCommand is the shared shell of import_products
+whatever the file size. A line that cannot be read (bad UTF-8, broken CSV
+quoting, invalid JSON) becomes a rejected record; a file that cannot be read
+at all (no usable header, NUL bytes, a binary) raises BulkFormatError with a
+one-line message naming the line. ImportCommand is the shared shell of import_products
 and import_users: batching, one transaction per batch, rejections, --strict,
 --dry-run, --errors, progress bar and summary line.
 """
