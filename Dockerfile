@@ -4,7 +4,7 @@
 # collected static files, run as an unprivileged user.
 
 # --- Build: the locked runtime dependencies, nothing else ---
-FROM python:3.13-slim AS build
+FROM python:3.13.5-slim-bookworm AS build
 # The uv release that wrote uv.lock.
 COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 \
@@ -20,7 +20,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
         --python /usr/local/bin/python3.13
 
 # --- Runtime ---
-FROM python:3.13-slim AS runtime
+FROM python:3.13.5-slim-bookworm AS runtime
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv
@@ -42,6 +42,6 @@ RUN SECRET_KEY=collectstatic-build-only-0123456789abcdefghijklmnopqrstuvwxyz \
 USER app
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=2)"]
 # The same command as `make run` and the tests (tests/config/test_gunicorn.py).
 CMD ["gunicorn", "-c", "python:config.gunicorn", "config.wsgi"]

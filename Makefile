@@ -23,6 +23,7 @@ help:
 	@echo "make run    install, migrate, load demo data, print the admin login, serve on :$(PORT)"
 	@echo "make test   lint + the whole test suite against PostgreSQL and Redis"
 	@echo "make bench  the benchmark harness (prints one table)"
+	@echo "make stop   stop the embedded PostgreSQL that make run started (without DATABASE_URL)"
 
 $(VENV)/.synced: pyproject.toml uv.lock Makefile
 	@set -e; \
@@ -72,6 +73,12 @@ lint: install
 test: install lint
 	DJANGO_SETTINGS_MODULE=tests.settings $(MANAGE) spectacular --validate --fail-on-warn --file /dev/null
 	$(PY) -m pytest -q
+
+# The embedded PostgreSQL outlives `make run` (the next run reuses it); this
+# stops it, as the user it runs as (another one when run as root).
+.PHONY: stop
+stop: install
+	$(PY) -m config.embedded stop
 
 # make bench ARGS="--products 100000 --only admin,cache" (see python -m bench --help)
 bench: install

@@ -6,17 +6,18 @@ from django.http import HttpRequest
 from accounts.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
 from accounts.models import User
 from accounts.services import users_set_active
+from config.admin_display import CompactChangelistMixin, shortened
 from config.paginators import EstimatedCountPaginator
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(CompactChangelistMixin, DjangoUserAdmin):
     """Find, edit, activate and deactivate users; passwords through Django's forms."""
 
     form = UserChangeForm
     add_form = UserCreationForm
     change_password_form = AdminPasswordChangeForm
-    list_display = ["email", "username", "is_active", "is_staff", "created_at"]
+    list_display = ["short_email", "short_username", "is_active", "is_staff", "created"]
     list_filter = ["is_active", "is_staff", "is_superuser", "created_at"]
     # Prefix and exact lookups keep the search on the (email|username, is_active)
     # indexes' leading columns instead of a sequential %term% scan.
@@ -52,6 +53,14 @@ class UserAdmin(DjangoUserAdmin):
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     actions = ["activate_users", "deactivate_users"]
+
+    @admin.display(description="email", ordering="email")
+    def short_email(self, user: User) -> str:
+        return shortened(user.email, 40)
+
+    @admin.display(description="username", ordering="username")
+    def short_username(self, user: User) -> str:
+        return shortened(user.username, 24)
 
     @admin.action(description="Activate selected users")
     def activate_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:

@@ -1,8 +1,10 @@
 """Streaming CSV / JSON Lines I/O for the bulk commands.
 
 Readers yield one record at a time with its line number, so memory stays flat
-whatever the file size; malformed input raises BulkFormatError with a one-line
-message naming the line. ImportCommand is the shared shell of import_products
+whatever the file size. A line that cannot be read (bad UTF-8, broken CSV
+quoting, invalid JSON) becomes a rejected record; a file that cannot be read
+at all (no usable header, NUL bytes, a binary) raises BulkFormatError with a
+one-line message naming the line. ImportCommand is the shared shell of import_products
 and import_users: batching, one transaction per batch, rejections, --strict,
 --dry-run, --errors, progress bar and summary line.
 """
@@ -18,6 +20,7 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -28,6 +31,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection, transaction
 
 FORMATS = ("csv", "jsonl")
+# Keys remembered to name the line a repeated key supersedes (about 15 MB);
+# the memo starts over when full, so repeats further apart go unnamed.
+KEY_MEMO_SIZE = 100_000
 BOM = b"\xef\xbb\xbf"
 # A "line" longer than this is almost certainly a binary file without newlines.
 MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -95,15 +101,25 @@ def detect_format(path: str, fmt: str | None) -> str:
 
 
 class LineReader:
-    """Iterate decoded text lines of a byte stream, counting lines and bytes."""
+    """Iterate decoded text lines of a byte stream, counting lines and bytes.
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    A line that is not valid UTF-8 is decoded with surrogate escapes (written
+    back byte for byte by RejectWriter) and its number and reason are kept in
+    ``bad`` until the record reader rejects it. With *hold*, the lines handed
+    out are also appended to ``held``, which the reader clears after each
+    record.
+    """
+
+    def __init__(self, stream: IO[bytes], *, hold: bool = False) -> None:
         self.stream = stream
         self.line = 0
         self.bytes_read = 0
+        self.bad: dict[int, str] = {}
+        self.held: list[str] | deque[str] = [] if hold else deque(maxlen=1)
 
     def __iter__(self) -> Iterator[str]:
         readline = self.stream.readline
+        hold = self.held.append
         while True:
             raw = readline(MAX_LINE_BYTES + 1)
             if not raw:
@@ -124,15 +140,23 @@ class LineReader:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise BulkFormatError(
-                    f"line {self.line}: not valid UTF-8 text"
+                self.bad[self.line] = (
+                    f"not valid UTF-8 text"
                     f" (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
-                ) from None
+                )
+                text = raw.decode("utf-8", "surrogateescape")
+            hold(text)
             yield text
 
 
 class RecordReader:
-    """Read CSV or JSON Lines records with the columns a command accepts."""
+    """Read CSV or JSON Lines records with the columns a command accepts.
+
+    A line that cannot be read (bad UTF-8, broken CSV quoting, invalid JSON)
+    becomes a record whose ``_row`` gives the reason, so that the command
+    rejects that line and reads on. Unknown columns are ignored with one
+    notice in ``notices``, or refused when *strict*.
+    """
 
     def __init__(
         self,
@@ -141,11 +165,14 @@ class RecordReader:
         fmt: str,
         columns: Sequence[str],
         required: Sequence[str],
+        strict: bool = False,
     ) -> None:
-        self.lines = LineReader(stream)
+        self.lines = LineReader(stream, hold=fmt == "csv")
         self.fmt = fmt
         self.columns = tuple(columns)
         self.required = tuple(required)
+        self.strict = strict
+        self.notices: list[str] = []
 
     @property
     def bytes_read(self) -> int:
@@ -160,14 +187,19 @@ class RecordReader:
             return self._csv()
         return self._jsonl()
 
-    def _check_columns(self, names: Iterable[str], line: int) -> None:
-        names = list(names)
+    def _unknown(self, unknown: Sequence[str], line: int, what: str) -> str:
+        return (
+            f"line {line}: unknown {what}(s) {', '.join(map(repr, unknown))};"
+            f" expected {', '.join(self.columns)}"
+        )
+
+    def _check_columns(self, names: Sequence[str], line: int) -> None:
         unknown = [n for n in names if n not in self.columns and not n.startswith("_")]
         if unknown:
-            raise BulkFormatError(
-                f"line {line}: unknown column(s) {', '.join(map(repr, unknown))};"
-                f" expected {', '.join(self.columns)}"
-            )
+            message = self._unknown(unknown, line, "column")
+            if self.strict:
+                raise BulkFormatError(message)
+            self.notices.append(f"{message}; ignored")
         missing = [n for n in self.required if n not in names]
         if missing:
             raise BulkFormatError(
@@ -175,23 +207,57 @@ class RecordReader:
                 f" expected {', '.join(self.columns)}"
             )
 
+    @staticmethod
+    def _replayed(replay: list[str], held: list[str]) -> Iterator[str]:
+        """Yield *replay*, keeping in *held* the lines handed out."""
+        for text in replay:
+            held.append(text)
+            yield text
+
     def _csv(self) -> Iterator[Record]:
         # Long descriptions are legitimate; the line cap guards against binaries.
         csv.field_size_limit(MAX_LINE_BYTES)
-        reader = csv.reader(iter(self.lines), strict=True)
+        source = iter(self.lines)
+        bad = self.lines.bad
+        # The lines of the record being read: a record that turns out broken
+        # gives back the lines it swallowed after its first (an unterminated
+        # quote), to be read again.
+        held = self.lines.held
+        assert isinstance(held, list)  # noqa: S101 - for the type checker
+        reader = csv.reader(source, strict=True)
+        base = 0  # the number of the line before the reader's first one
         header: list[str] | None = None
         kept: list[str] = []
+        known: frozenset[str] = frozenset()
         skipped = False
         while True:
-            start = self.lines.line + 1
+            start = base + reader.line_num + 1
             try:
                 values = next(reader)
             except StopIteration:
                 break
             except csv.Error as exc:
-                raise BulkFormatError(
-                    f"line {self.lines.line}: bad CSV: {exc}"
-                ) from None
+                end = base + reader.line_num
+                if header is None:
+                    raise BulkFormatError(f"line {end}: bad CSV: {exc}") from None
+                yield self._broken(start, end, held, exc, header)
+                replay = held[1:]
+                held.clear()
+                lines = itertools.chain(self._replayed(replay, held), source)
+                reader = csv.reader(lines, strict=True)
+                base = start
+                continue
+            held.clear()
+            if bad:
+                reason = self._undecodable(start, base + reader.line_num)
+                if reason and header is None:
+                    raise BulkFormatError(f"line {start}: {reason}")
+                if reason:
+                    yield Record(
+                        start,
+                        {**dict(zip(header, values, strict=False)), "_row": reason},
+                    )
+                    continue
             if not values or values == [""]:
                 continue
             if header is None:
@@ -202,7 +268,8 @@ class RecordReader:
                         f"line {start}: duplicate column(s) {', '.join(dupes)}"
                     )
                 self._check_columns(header, start)
-                kept = [n for n in header if not n.startswith("_")]
+                kept = [n for n in header if n in self.columns]
+                known = frozenset(kept)
                 skipped = len(kept) < len(header)
                 continue
             if len(values) != len(header):
@@ -217,7 +284,7 @@ class RecordReader:
                     {
                         name: value
                         for name, value in zip(header, values, strict=True)
-                        if not name.startswith("_")
+                        if name in known
                     },
                 )
             else:
@@ -225,11 +292,41 @@ class RecordReader:
         if header is None:
             raise BulkFormatError("line 1: empty file; expected a CSV header line")
 
+    def _undecodable(self, start: int, end: int) -> str | None:
+        """Return (and forget) why a line of *start*..*end* could not be decoded."""
+        reasons = [
+            reason if number == start else f"{reason} on line {number}"
+            for number in range(start, end + 1)
+            if (reason := self.lines.bad.pop(number, None))
+        ]
+        return "; ".join(reasons) or None
+
+    def _broken(
+        self, start: int, end: int, held: list[str], exc: csv.Error, header: list[str]
+    ) -> Record:
+        """Return the rejected record of a line the CSV reader could not parse."""
+        reason = f"bad CSV: {exc}"
+        if end > start:
+            reason += f" on line {end}, in a quoted field that starts on this line"
+        if undecodable := self.lines.bad.pop(start, None):
+            reason = f"{undecodable}; {reason}"
+        # What a lenient reading of the line gives, for --errors.
+        first = held[0].rstrip("\r\n") if held else ""
+        values = next(csv.reader([first]), [])
+        return Record(
+            start, {**dict(zip(header, values, strict=False)), "_row": reason}
+        )
+
     def _jsonl(self) -> Iterator[Record]:
-        for text in self.lines:
+        lines = self.lines
+        bad = lines.bad
+        columns = self.columns
+        reported: set[str] = set()
+        for text in lines:
             if not text.strip():
                 continue
-            line = self.lines.line
+            line = lines.line
+            undecodable = bad.pop(line, None) if bad else None
             try:
                 obj = json.loads(text, parse_float=Decimal)
             except (ValueError, RecursionError) as exc:
@@ -238,21 +335,31 @@ class RecordReader:
                     if isinstance(exc, json.JSONDecodeError)
                     else "(nested too deeply)"
                 )
-                raise BulkFormatError(f"line {line}: invalid JSON {detail}") from None
+                yield Record(line, {"_row": undecodable or f"invalid JSON {detail}"})
+                continue
             if not isinstance(obj, dict):
-                yield Record(line, {"_row": "expected a JSON object"})
+                yield Record(line, {"_row": undecodable or "expected a JSON object"})
                 continue
             obj = {
                 str(k).lower(): v for k, v in obj.items() if not str(k).startswith("_")
             }
-            unknown = [k for k in obj if k not in self.columns]
-            missing = [k for k in self.required if k not in obj]
-            if unknown or missing:
-                parts = []
-                if unknown:
+            parts = [undecodable] if undecodable else []
+            unknown = [k for k in obj if k not in columns]
+            if unknown:
+                if self.strict:
                     parts.append(f"unknown key(s) {', '.join(unknown)}")
-                if missing:
-                    parts.append(f"missing key(s) {', '.join(missing)}")
+                else:
+                    if new := [k for k in unknown if k not in reported]:
+                        if len(reported) < 1000:
+                            reported.update(new)
+                        message = self._unknown(new, line, "key")
+                        self.notices.append(f"{message}; ignored")
+                    for k in unknown:
+                        del obj[k]
+            missing = [k for k in self.required if k not in obj]
+            if missing:
+                parts.append(f"missing key(s) {', '.join(missing)}")
+            if parts:
                 yield Record(line, {**obj, "_row": "; ".join(parts)})
                 continue
             yield Record(line, obj)
@@ -273,12 +380,14 @@ def open_input(path: str) -> tuple[IO[bytes], int | None]:
     return stream, size or None
 
 
-def open_output(path: str | None, stdout: TextIO) -> tuple[TextIO, bool]:
+def open_output(
+    path: str | None, stdout: TextIO, *, errors: str = "strict"
+) -> tuple[TextIO, bool]:
     """Open *path* for UTF-8 text output ('-' or None is *stdout*); say if to close."""
     if path in (None, "-"):
         return stdout, False
     try:
-        return open(path, "w", encoding="utf-8", newline=""), True  # noqa: SIM115
+        return open(path, "w", encoding="utf-8", errors=errors, newline=""), True  # noqa: SIM115
     except OSError as exc:
         raise CommandError(f"Cannot write {path}: {exc.strerror}") from None
 
@@ -332,7 +441,8 @@ class RejectWriter:
     def __init__(self, path: str, *, fmt: str, columns: Sequence[str]) -> None:
         self.path = path
         self.columns = list(columns)
-        self.out, _ = open_output(path, sys.stdout)
+        # Bytes that were not UTF-8 go back as they came (surrogate escapes).
+        self.out, _ = open_output(path, sys.stdout, errors="surrogateescape")
         self.writer = RowWriter(
             self.out, fmt=fmt, columns=[*self.columns, "_line", "_errors"]
         )
@@ -352,18 +462,24 @@ class RejectWriter:
 
 
 class Progress:
-    """A one-line progress bar on a terminal's standard error; silent elsewhere."""
+    """A one-line progress bar on a terminal's standard error; silent elsewhere.
+
+    *total* is what the position passed to update() runs up to (the input's
+    bytes for an import, the rows to write for seed_demo); None draws no bar.
+    """
 
     INTERVAL = 0.25
 
-    def __init__(self, stream: TextIO, *, total_bytes: int | None, enabled: bool):
+    def __init__(self, stream: Any, *, total: int | None, enabled: bool) -> None:
+        # Django's OutputWrapper would style every redraw as an error.
+        stream = getattr(stream, "_out", stream)
         self.stream = stream
-        self.total_bytes = total_bytes
+        self.total = total
         self.enabled = enabled and _isatty(stream)
         self.started = time.monotonic()
         self._last = 0.0
 
-    def update(self, rows: int, bytes_read: int) -> None:
+    def update(self, rows: int, position: int) -> None:
         """Redraw the bar at most every INTERVAL seconds."""
         if not self.enabled:
             return
@@ -373,8 +489,8 @@ class Progress:
         self._last = now
         elapsed = max(now - self.started, 1e-6)
         text = f"{rows:>12,} rows {rows / elapsed:>10,.0f} rows/s"
-        if self.total_bytes and bytes_read:
-            fraction = min(bytes_read / self.total_bytes, 1.0)
+        if self.total and position:
+            fraction = min(position / self.total, 1.0)
             filled = int(fraction * 24)
             eta = elapsed * (1 - fraction) / fraction if fraction else 0
             text = (
@@ -501,6 +617,7 @@ class ImportCommand(BaseCommand):
 
     columns: ClassVar[Sequence[str]] = ()
     required: ClassVar[Sequence[str]] = ()
+    key_name: ClassVar[str] = "key"
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="CSV or JSON Lines file; '-' reads stdin.")
@@ -535,9 +652,14 @@ class ImportCommand(BaseCommand):
         """Check a batch in pure Python (no database: runs in the reader thread)."""
         raise NotImplementedError
 
-    def prepare(self, items: list[Any]) -> tuple[list[Any], list[Rejection]]:
-        """Resolve validated items against the database, before the transaction."""
-        return items, []
+    def prepare(
+        self, items: list[Any]
+    ) -> tuple[list[tuple[int, Any]], list[Rejection]]:
+        """Resolve validated items against the database, before the transaction.
+
+        Return (line, row) pairs for upsert, and the rejections.
+        """
+        raise NotImplementedError
 
     def upsert(self, rows: list[Any]) -> UpsertResult:
         """Write a prepared batch inside its transaction."""
@@ -583,20 +705,22 @@ class ImportCommand(BaseCommand):
             if rejects is not None:
                 rejects.close()
             raise
-        reader = RecordReader(
-            stream, fmt=fmt, columns=self.columns, required=self.required
-        )
-        stats = RunStats()
-        progress = Progress(
-            self.stderr._out if hasattr(self.stderr, "_out") else self.stderr,
-            total_bytes=size,
-            enabled=self.verbosity >= 1,
-        )
         dry_run, strict = options["dry_run"], options["strict"]
+        reader = RecordReader(
+            stream,
+            fmt=fmt,
+            columns=self.columns,
+            required=self.required,
+            strict=strict,
+        )
+        self._seen: dict[Any, int] = {}
+        stats = RunStats()
+        progress = Progress(self.stderr, total=size, enabled=self.verbosity >= 1)
         failure: str | None = None
         batches = Prefetcher(self._checked_batches(reader, batch_size))
         try:
-            for records, items, rejections, position in batches:
+            for notices, records, items, rejections, position in batches:
+                self._notify(notices)
                 self._run_batch(
                     records,
                     items,
@@ -625,6 +749,8 @@ class ImportCommand(BaseCommand):
         finally:
             batches.close()
             progress.close()
+            # Said after the last batch, as of a file with no rows.
+            self._notify(reader.notices)
             if rejects is not None:
                 rejects.close()
             if stream is not sys.stdin.buffer:
@@ -647,11 +773,19 @@ class ImportCommand(BaseCommand):
         """Return the command's name for the summary line."""
         return type(self).__module__.rsplit(".", 1)[-1]
 
+    def _notify(self, notices: list[str]) -> None:
+        if self.verbosity >= 1:
+            for notice in notices:
+                self.stderr.write(notice, self.style.WARNING)
+        notices.clear()
+
     def _checked_batches(
         self, reader: RecordReader, batch_size: int
-    ) -> Iterator[tuple[Sequence[Record], list[Any], list[Rejection], int]]:
-        """Yield each batch with its validation and the bytes read up to its end."""
+    ) -> Iterator[tuple[list[str], Sequence[Record], list[Any], list[Rejection], int]]:
+        """Yield each batch with the reader's notices, its validation and the
+        bytes read up to its end."""
         for records in itertools.batched(reader, batch_size):
+            notices, reader.notices = reader.notices, []
             good: list[Record] = []
             rejections: list[Rejection] = []
             for record in records:
@@ -663,7 +797,7 @@ class ImportCommand(BaseCommand):
                 else:
                     good.append(record)
             items, more = self.validate(good)
-            yield records, items, rejections + more, reader.bytes_read
+            yield notices, records, items, rejections + more, reader.bytes_read
 
     def _run_batch(
         self,
@@ -687,12 +821,20 @@ class ImportCommand(BaseCommand):
         if strict and rejections:
             rejections.sort(key=lambda r: r.line)
             raise _StrictStop(rejections[0])
-        # A key repeated in the batch: the last occurrence wins.
+        # A key repeated in the batch: the last occurrence wins. The memo of
+        # the lines of keys seen so far names what each repeat supersedes,
+        # within the batch and (as far as the memo reaches) across batches.
+        seen = self._seen
+        if len(seen) + len(rows) > KEY_MEMO_SIZE:
+            seen.clear()
         latest: dict[Any, Any] = {}
         row_key = self.row_key
-        for row in rows:
+        superseded: list[tuple[int, int, Any]] = []
+        for line, row in rows:
             key = row_key(row)
-            latest.pop(key, None)
+            if (earlier := seen.get(key)) is not None:
+                superseded.append((earlier, line, key))
+            seen[key] = line
             latest[key] = row
         stats.superseded += len(rows) - len(latest)
         with transaction.atomic():
@@ -712,3 +854,10 @@ class ImportCommand(BaseCommand):
             self.stderr.write(rejection.message())
             if rejects is not None:
                 rejects.write(rejection)
+        if self.verbosity >= 1:
+            for earlier, line, key in sorted(superseded):
+                self.stderr.write(
+                    f"line {earlier}: superseded by line {line}"
+                    f" (same {self.key_name} {key!r})",
+                    self.style.WARNING,
+                )

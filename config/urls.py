@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, reverse_lazy
 from django.views.decorators.csp import csp_override
 from drf_spectacular.views import (
     SpectacularAPIView,
@@ -18,6 +18,8 @@ handler500 = "config.api.exceptions.server_error"
 
 admin.site.site_header = "Catalog administration"
 admin.site.site_title = "Catalog admin"
+# "View site": this service's site is its API; "/" is a 404.
+admin.site.site_url = reverse_lazy("docs")
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),

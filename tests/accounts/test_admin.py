@@ -3,6 +3,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from accounts.models import User
+from config.admin_display import CHANGELIST_CSS
 from tests.factories import TEST_PASSWORD, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -109,3 +110,15 @@ def test_staff_login_with_email_in_other_case_works(client):
     assert response.status_code == 302
     assert client.get(reverse("admin:index")).status_code == 200
     assert staff.is_staff
+
+
+def test_changelist_is_compact_and_linked_to_its_stylesheet(admin_client):
+    UserFactory(email=f"{'x' * 45}@example.com", username="grace")
+
+    response = admin_client.get(reverse("admin:accounts_user_changelist"))
+
+    html = response.content.decode()
+    assert f'<span title="{"x" * 45}@example.com">{"x" * 39}…</span>' in html
+    assert 'class="field-created"' in html
+    assert f'href="/static/{CHANGELIST_CSS}"' in html
+    assert 'id="nav-sidebar"' not in html

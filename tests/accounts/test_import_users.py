@@ -102,10 +102,35 @@ def test_email_repeated_in_any_case_last_occurrence_wins(tmp_path):
         "email,username\nbob@example.com,first\nBOB@example.com,last\n",
     )
 
-    out, _ = run(str(path))
+    out, err = run(str(path))
 
     assert User.objects.get().username == "last"
     assert summary(out)["superseded"] == "1"
+    assert err == "line 2: superseded by line 3 (same email 'bob@example.com')\n"
+
+
+def test_bad_lines_are_rejected_and_the_good_ones_load(tmp_path):
+    path = tmp_path / "u.csv"
+    path.write_bytes(
+        b"email,username,team\n"
+        b"ann@example.com,ann,red\n"
+        b"caf\xe9@example.com,cafe,red\n"
+        b'"bob@example.com,bob,blue\n'
+        b"eve@example.com,eve,green\n"
+    )
+
+    message, out, err = run_failing(str(path))
+
+    assert message == "2 row(s) rejected"
+    assert err.splitlines() == [
+        "line 1: unknown column(s) 'team'; expected email, username, password,"
+        " is_active; ignored",
+        "line 3: not valid UTF-8 text (byte 0xe9 at column 4)",
+        "line 4: bad CSV: unexpected end of data on line 5, in a quoted field that"
+        " starts on this line",
+    ]
+    assert sorted(User.objects.values_list("username", flat=True)) == ["ann", "eve"]
+    assert summary(out)["created"] == "2"
 
 
 def test_rerun_with_plain_passwords_changes_nothing(tmp_path):

@@ -2,9 +2,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from django.contrib.staticfiles import finders
 from django.urls import reverse
 
 from catalog.models import Category, Product
+from config.admin_display import CHANGELIST_CSS
 from tests.factories import CategoryFactory, ProductFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -174,3 +176,36 @@ def test_date_hierarchy_lists_calendar_periods_between_first_and_last_rows(
     )
     assert response.status_code == 200
     assert response.context["cl"].result_count == 1
+
+
+def test_changelist_fits_a_1280_px_window_with_its_editable_columns(admin_client):
+    ProductFactory(
+        sku="DEMO-0000001",
+        name="Handy steel widget with a very long descriptive name",
+        price=Decimal("12.50"),
+    )
+
+    response = admin_client.get(reverse(CHANGELIST))
+
+    html = response.content.decode()
+    for field in ("price", "stock", "is_active"):
+        assert f'name="form-0-{field}"' in html, field
+    assert 'class="field-created"' in html
+    assert 'class="field-sku"' in html
+    # Long text is shortened, the whole of it in the tooltip.
+    assert (
+        '<span title="Handy steel widget with a very long descriptive name">'
+        "Handy steel widget with a v…</span>"
+    ) in html
+    # The stylesheet that narrows the columns is linked and can be served.
+    assert f'href="/static/{CHANGELIST_CSS}"' in html
+    assert finders.find(CHANGELIST_CSS)
+    # No app navigation sidebar taking 275 px of the width.
+    assert 'id="nav-sidebar"' not in html
+
+
+def test_view_site_links_to_the_api_docs(admin_client):
+    response = admin_client.get(reverse("admin:index"))
+
+    assert f'<a href="{reverse("docs")}">View site</a>' in response.content.decode()
+    assert admin_client.get(reverse("docs")).status_code == 200

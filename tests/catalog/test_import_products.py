@@ -1,3 +1,4 @@
+import csv
 import io
 import json
 import os
@@ -18,6 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from catalog import services
+from catalog.management.commands.import_products import Command as ImportProducts
 from catalog.models import Category, Product
 from catalog.services import products_upsert
 from tests.factories import CategoryFactory, ProductFactory, UserFactory
@@ -58,6 +60,14 @@ def rows_csv(owner_email: str, count: int, *, start: int = 0, price: str = "9.99
 
 
 MODEL_INDEXES = [index.name for index in Product._meta.indexes]
+# The categories the test files name, unless a test is about creating them.
+KNOWN_CATEGORIES = ("c", "gadgets", "kitchen", "drinks")
+
+
+@pytest.fixture(autouse=True)
+def known_categories():
+    for slug in KNOWN_CATEGORIES:
+        CategoryFactory(slug=slug, name=slug.title())
 
 
 def product_indexes() -> dict[str, str]:
@@ -81,6 +91,7 @@ def summary(output: str) -> dict[str, str]:
 def test_csv_creates_products_categories_and_maps_owner_email_in_any_case(
     tmp_path,
 ):
+    Category.objects.all().delete()
     owner = UserFactory(email="Owner@Example.com")
     path = write(
         tmp_path,
@@ -90,7 +101,7 @@ def test_csv_creates_products_categories_and_maps_owner_email_in_any_case(
         + "A-2,Desk,120,furniture,OWNER@EXAMPLE.COM,0,,false\n",
     )
 
-    out, err = run(str(path))
+    out, err = run(str(path), "--create-categories")
 
     assert summary(out) | {"seconds": "", "rows_per_s": ""} == {
         "read": "2",
@@ -236,7 +247,9 @@ def test_every_rejected_row_is_reported_with_line_field_and_reason(tmp_path):
         "line 11: price: Ensure that there are no more than 2 decimal places.",
     ]
     assert list(Product.objects.values_list("sku", flat=True)) == ["OK-1"]
-    assert not Category.objects.exclude(slug="c").exists()
+    assert sorted(Category.objects.values_list("slug", flat=True)) == sorted(
+        KNOWN_CATEGORIES
+    )
 
 
 def test_errors_file_can_be_fixed_and_fed_back(tmp_path):
@@ -294,9 +307,10 @@ def test_strict_stops_at_the_first_bad_row_with_nothing_of_its_batch(tmp_path):
 def test_dry_run_validates_and_counts_but_writes_nothing(tmp_path):
     owner = UserFactory()
     ProductFactory(sku="IMP-00000", owner=owner, name="Old")
+    Category.objects.filter(slug="gadgets").delete()
     path = write(tmp_path, "p.csv", rows_csv(owner.email, 5))
 
-    out, _ = run(str(path), "--dry-run")
+    out, _ = run(str(path), "--dry-run", "--create-categories")
 
     assert out.startswith("import_products: dry-run read=5 created=4 updated=1")
     assert Product.objects.count() == 1
@@ -334,29 +348,22 @@ def test_utf8_bom_csv_header_is_read(tmp_path):
 @pytest.mark.parametrize(
     ("name", "content", "expected"),
     [
-        ("cols.csv", "sku,name,price,colour\n", "line 1: unknown column(s) 'colour'"),
         ("miss.csv", "sku,name\n", "line 1: missing column(s) price, category"),
         ("empty.csv", "", "line 1: empty file"),
         (
             "latin1.csv",
-            HEADER.encode()
-            + "X-1,Caf\xe9,1,c,ops@example.com,1,,true\n".encode("latin-1"),
-            "line 2: not valid UTF-8 text (byte 0xe9 at column 8)",
+            "sku,name,price,catégorie\n".encode("latin-1"),
+            "line 1: not valid UTF-8 text (byte 0xe9 at column 19)",
+        ),
+        (
+            "header.csv",
+            'sku,"name,price,category\n',
+            "line 1: bad CSV: unexpected end of data",
         ),
         (
             "nul.csv",
             HEADER.encode() + b"X-1,A\x00B,1,c,ops@example.com,1,,true\n",
             "line 2: contains a NUL byte; is this a binary file?",
-        ),
-        (
-            "quote.csv",
-            HEADER + 'X-1,"unterminated,1,c,ops@example.com,1,,true\n',
-            "line 2: bad CSV: unexpected end of data",
-        ),
-        (
-            "cut.jsonl",
-            '{"sku": "X-1", "name": "A", "price": 1, "category": "c"}\n{"sku": "X-',
-            "line 2: invalid JSON at column 9: Unterminated string starting at",
         ),
         (
             "binary.csv",
@@ -405,7 +412,7 @@ def test_api_shows_imported_changes_at_once(
     tmp_path, api_client, django_capture_on_commit_callbacks
 ):
     owner = UserFactory()
-    category = CategoryFactory(slug="gadgets")
+    category = Category.objects.get(slug="gadgets")
     product = ProductFactory(sku="IMP-00000", owner=owner, category=category)
     url = reverse("api:product-detail", args=[product.pk])
     # Twice: the second answer may come from the response cache.
@@ -477,6 +484,20 @@ def test_progress_bar_is_drawn_on_a_terminal_only(tmp_path):
     assert piped == ""
 
 
+def test_index_build_line_is_plain_text_not_an_error(tmp_path):
+    owner = UserFactory()
+    path = write(tmp_path, "p.csv", rows_csv(owner.email, 5))
+    terminal = TerminalIO()
+
+    # Built as manage.py builds it, so standard error has its error style.
+    command = ImportProducts(stderr=terminal, force_color=True)
+    call_command(command, str(path), "--defer-indexes", stdout=StringIO())
+
+    drawn = terminal.getvalue()
+    assert f"\rbuilding {len(MODEL_INDEXES)} indexes..." in drawn
+    assert "\x1b[31" not in drawn  # standard error's bold red
+
+
 def test_verbosity_zero_is_silent_and_two_reports_each_batch(tmp_path):
     owner = UserFactory()
     path = write(tmp_path, "p.csv", rows_csv(owner.email, 5))
@@ -507,7 +528,7 @@ def test_jsonl_rows_of_the_wrong_shape_are_rejected_not_crashed(tmp_path):
                 good,
                 [1, 2],
                 {**good, "sku": "W-2", "owner": ["x"], "category": {"a": 1}},
-                {**good, "sku": "W-3", "colour": "red"},
+                {**good, "sku": "W-3"},
                 {**good, "sku": "W-4", "price": None, "stock": 1.5},
             ]
         ),
@@ -519,11 +540,10 @@ def test_jsonl_rows_of_the_wrong_shape_are_rejected_not_crashed(tmp_path):
         "line 2: expected a JSON object",
         "line 3: category: Must be a category slug.; owner: Enter a valid email"
         " address.",
-        "line 4: unknown key(s) colour",
         "line 5: price: This field may not be null.; stock: A valid integer is"
         " required.",
     ]
-    assert list(Product.objects.values_list("sku", flat=True)) == ["W-1"]
+    assert sorted(Product.objects.values_list("sku", flat=True)) == ["W-1", "W-3"]
 
 
 def test_malformed_line_mid_file_keeps_the_batches_before_it(tmp_path):
@@ -774,3 +794,251 @@ def test_categories_and_owners_of_new_rows_cannot_be_deleted_before_commit():
                     other.execute(f"DELETE FROM {table} WHERE id = %s", [pk])  # noqa: S608
 
     assert Product.objects.filter(sku="IMP-00001", owner=owner).exists()
+
+
+def test_undecodable_line_is_rejected_with_its_bytes_and_the_others_load(tmp_path):
+    owner = UserFactory()
+    e = owner.email
+    text = (
+        HEADER.encode()
+        + f"U-1,Tea,1.00,c,{e},1,,true\n".encode()
+        + f"U-2,Caf\xe9,2.00,c,{e},1,,true\n".encode("latin-1")  # line 3
+        + f'U-3,"Two\nlines \xff",3.00,c,{e},1,,true\n'.encode("latin-1")  # 4-5
+        + f"U-4,Crème,4.00,c,{e},1,,true\n".encode()
+    )
+    path = write(tmp_path, "p.csv", text)
+    errors = tmp_path / "errors.csv"
+
+    message, out, err = run_failing(str(path), "--errors", str(errors))
+
+    assert message == f"2 row(s) rejected; see {errors}"
+    assert err.splitlines() == [
+        "line 3: not valid UTF-8 text (byte 0xe9 at column 8)",
+        "line 4: not valid UTF-8 text (byte 0xff at column 7) on line 5",
+    ]
+    assert sorted(Product.objects.values_list("name", flat=True)) == ["Crème", "Tea"]
+    content = errors.read_bytes()
+    # The bad bytes go back as they came, with the line number, to be fixed.
+    assert b"U-2,Caf\xe9,,,2.00,1,true,c," in content
+    assert b",3,not valid UTF-8 text (byte 0xe9 at column 8)\n" in content
+    assert summary(out)["created"] == "2"
+
+
+def test_undecodable_jsonl_line_is_rejected_and_the_others_load(tmp_path):
+    owner = UserFactory()
+    row = {"name": "A", "price": "1.00", "category": "c", "owner": owner.email}
+    path = write(
+        tmp_path,
+        "p.jsonl",
+        json.dumps({**row, "sku": "J-1"}).encode()
+        + b"\n"
+        + json.dumps(
+            {**row, "sku": "J-2", "name": "Caf\xe9"}, ensure_ascii=False
+        ).encode("latin-1")
+        + b"\n"
+        + json.dumps({**row, "sku": "J-3"}).encode(),
+    )
+
+    _, _, err = run_failing(str(path))
+
+    assert err.splitlines() == ["line 2: not valid UTF-8 text (byte 0xe9 at column 14)"]
+    assert sorted(Product.objects.values_list("sku", flat=True)) == ["J-1", "J-3"]
+
+
+def test_unterminated_quote_rejects_its_line_and_the_lines_after_it_load(tmp_path):
+    owner = UserFactory()
+    e = owner.email
+    path = write(
+        tmp_path,
+        "p.csv",
+        HEADER
+        + f"Q-1,Good,1.00,c,{e},1,,true\n"  # line 2
+        + f'Q-2,"unterminated,2.00,c,{e},1,,true\n'  # line 3
+        + f"Q-3,Swallowed then read again,3.00,c,{e},1,,true\n"  # line 4
+        + f'Q-4,"Quoted",4.00,c,{e},1,,true\n'  # line 5
+        + f'Q-5,"bad"quote,5.00,c,{e},1,,true\n'  # line 6
+        + f'Q-6,"Multi\nline",6.00,c,{e},1,,true\n'  # lines 7-8
+        + f'Q-7,"no end,7.00,c,{e},1,,true\n'  # line 9
+        + f"Q-8,Last,8.00,c,{e},1,,true\n",  # line 10
+    )
+    errors = tmp_path / "errors.csv"
+
+    message, out, err = run_failing(
+        str(path), "--errors", str(errors), "--batch-size", "2"
+    )
+
+    assert message == f"3 row(s) rejected; see {errors}"
+    assert err.splitlines() == [
+        "line 3: bad CSV: ',' expected after '\"' on line 5, in a quoted field that"
+        " starts on this line",
+        "line 6: bad CSV: ',' expected after '\"'",
+        "line 9: bad CSV: unexpected end of data on line 10, in a quoted field that"
+        " starts on this line",
+    ]
+    assert sorted(Product.objects.values_list("sku", flat=True)) == [
+        "Q-1",
+        "Q-3",
+        "Q-4",
+        "Q-6",
+        "Q-8",
+    ]
+    assert Product.objects.get(sku="Q-6").name == "Multi\nline"
+    assert summary(out) | {"seconds": "", "rows_per_s": ""} == {
+        "read": "8",
+        "created": "5",
+        "updated": "0",
+        "unchanged": "0",
+        "superseded": "0",
+        "rejected": "3",
+        "seconds": "",
+        "rows_per_s": "",
+    }
+    with errors.open(encoding="utf-8", newline="") as handle:
+        rejected = list(csv.DictReader(handle))
+    # What a lenient reading of the line gives, with its number.
+    assert rejected[0]["sku"] == "Q-2"
+    assert rejected[0]["name"] == f"unterminated,2.00,c,{e},1,,true"
+    assert [(r["_line"], r["_errors"][:8]) for r in rejected] == [
+        ("3", "bad CSV:"),
+        ("6", "bad CSV:"),
+        ("9", "bad CSV:"),
+    ]
+
+
+def test_invalid_jsonl_line_is_rejected_and_the_others_load(tmp_path):
+    owner = UserFactory()
+    row = {"name": "A", "price": "1.00", "category": "c", "owner": owner.email}
+    path = write(
+        tmp_path,
+        "p.jsonl",
+        json.dumps({**row, "sku": "J-1"})
+        + '\n{"sku": "J-2", "name": }\n'
+        + json.dumps({**row, "sku": "J-3"})
+        + '\n{"sku": "J-',
+    )
+
+    _, _, err = run_failing(str(path))
+
+    assert err.splitlines() == [
+        "line 2: invalid JSON at column 24: Expecting value",
+        "line 4: invalid JSON at column 9: Unterminated string starting at",
+    ]
+    assert sorted(Product.objects.values_list("sku", flat=True)) == ["J-1", "J-3"]
+
+
+def test_unknown_category_is_rejected_unless_asked_to_create_it(tmp_path):
+    owner = UserFactory()
+    e = owner.email
+    path = write(
+        tmp_path,
+        "p.csv",
+        HEADER
+        + f"K-1,Known,1.00,kitchen,{e},1,,true\n"
+        + f"K-2,New,1.00,garden,{e},1,,true\n"
+        + "K-3,New owner too,1.00,garden,nobody@example.com,1,,true\n",
+    )
+
+    message, _, err = run_failing(str(path))
+
+    assert message == "2 row(s) rejected"
+    assert err.splitlines() == [
+        "line 3: category: No category with this slug (--create-categories"
+        " creates it).",
+        "line 4: category: No category with this slug (--create-categories"
+        " creates it).; owner: No user with this email address.",
+    ]
+    assert list(Product.objects.values_list("sku", flat=True)) == ["K-1"]
+    assert not Category.objects.filter(slug="garden").exists()
+
+    run_failing(str(path), "--create-categories")
+
+    assert Product.objects.get(sku="K-2").category.name == "Garden"
+
+
+def test_repeated_sku_names_the_line_it_supersedes_in_and_across_batches(tmp_path):
+    owner = UserFactory()
+    e = owner.email
+    path = write(
+        tmp_path,
+        "p.csv",
+        HEADER
+        + f"R-1,First,1.00,c,{e},1,,true\n"  # line 2
+        + f"R-2,Other,1.00,c,{e},1,,true\n"  # line 3
+        + f"R-1,Second,1.00,c,{e},1,,true\n"  # line 4, same batch as 2
+        + f"R-2,Again,1.00,c,{e},1,,true\n",  # line 5, next batch
+    )
+
+    out, err = run(str(path), "--batch-size", "3")
+
+    assert err.splitlines() == [
+        "line 2: superseded by line 4 (same sku 'R-1')",
+        "line 3: superseded by line 5 (same sku 'R-2')",
+    ]
+    assert summary(out)["superseded"] == "1"
+    assert dict(Product.objects.values_list("sku", "name")) == {
+        "R-1": "Second",
+        "R-2": "Again",
+    }
+
+
+def test_unknown_columns_are_reported_once_and_ignored(tmp_path):
+    owner = UserFactory()
+    path = write(
+        tmp_path,
+        "p.csv",
+        "sku,name,colour,price,category,owner,_note\n"
+        + f"C-1,Cup,red,1.00,c,{owner.email},x\n"
+        + f"C-2,Mug,blue,2.00,c,{owner.email},y\n",
+    )
+
+    out, err = run(str(path))
+
+    assert err.splitlines() == [
+        "line 1: unknown column(s) 'colour'; expected sku, name, slug, description,"
+        " price, stock, is_active, category, owner; ignored"
+    ]
+    assert summary(out)["created"] == "2"
+    assert Product.objects.get(sku="C-2").name == "Mug"
+
+
+def test_unknown_jsonl_keys_are_reported_once_and_ignored(tmp_path):
+    owner = UserFactory()
+    row = {"name": "A", "price": "1.00", "category": "c", "owner": owner.email}
+    path = write(
+        tmp_path,
+        "p.jsonl",
+        "\n".join(
+            json.dumps(x)
+            for x in [
+                {**row, "sku": "J-1", "colour": "red"},
+                {**row, "sku": "J-2", "colour": "blue", "size": "L"},
+            ]
+        ),
+    )
+
+    _, err = run(str(path))
+
+    assert err.splitlines() == [
+        "line 1: unknown key(s) 'colour'; expected sku, name, slug, description,"
+        " price, stock, is_active, category, owner; ignored",
+        "line 2: unknown key(s) 'size'; expected sku, name, slug, description,"
+        " price, stock, is_active, category, owner; ignored",
+    ]
+    assert Product.objects.count() == 2
+
+
+def test_unknown_columns_with_strict_refuse_the_file(tmp_path):
+    owner = UserFactory()
+    path = write(
+        tmp_path,
+        "p.csv",
+        "sku,name,colour,price,category\n" + "C-1,Cup,red,1.00,c\n",
+    )
+
+    message, _, _ = run_failing(str(path), "--strict", "--owner", owner.email)
+
+    assert message == (
+        f"{path}: line 1: unknown column(s) 'colour'; expected sku, name, slug,"
+        " description, price, stock, is_active, category, owner"
+    )
+    assert not Product.objects.exists()

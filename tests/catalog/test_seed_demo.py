@@ -7,6 +7,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from accounts.models import User
+from catalog.management.commands.seed_demo import Command as SeedDemo
 from catalog.models import Category, Product
 from tests.factories import UserFactory
 
@@ -148,3 +149,27 @@ def test_a_demo_username_already_taken_skips_that_user_only():
     assert User.objects.filter(username=username).get().email == (
         "someone@else.example"
     )
+
+
+class TerminalIO(StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_is_drawn_on_a_terminal_only():
+    terminal, piped = TerminalIO(), StringIO()
+
+    # Built as manage.py builds it, so standard error has its error style.
+    command = SeedDemo(stderr=terminal, force_color=True)
+    call_command(command, "--users", "3", "--products", "1500", stdout=StringIO())
+    call_command(
+        "seed_demo", "--users", "3", "--products", "1500", "--seed", "2",
+        stdout=StringIO(), stderr=piped,
+    )  # fmt: skip
+
+    drawn = terminal.getvalue()
+    # The first update always draws; later ones at most every 0.25 s.
+    assert drawn.startswith("\r[") and "rows/s" in drawn and "ETA" in drawn
+    # Drawn as plain text, not in standard error's bold red.
+    assert "\x1b[31" not in drawn
+    assert piped.getvalue() == ""

@@ -2,7 +2,10 @@
 
 import ipaddress
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -138,7 +141,8 @@ def test_nginx_balances_the_api_replicas_and_forwards_the_request_id():
 
 def test_the_image_is_slim_non_root_with_static_files_and_a_healthcheck():
     stages = re.findall(r"^FROM (\S+) AS (\w+)", DOCKERFILE, re.MULTILINE)
-    assert stages == [("python:3.13-slim", "build"), ("python:3.13-slim", "runtime")]
+    assert [stage for _, stage in stages] == ["build", "runtime"]
+    assert {image for image, _ in stages} == {"python:3.13.5-slim-bookworm"}
     assert _dockerfile_instruction("USER") not in {"root", "0"}
     assert "uv sync --frozen --no-dev" in DOCKERFILE
     assert "manage.py collectstatic --noinput" in DOCKERFILE
@@ -161,3 +165,85 @@ def test_the_worker_command_sends_queued_emails():
     assert [message.to for message in mail.outbox] == [[user.email]]
     result.refresh()
     assert result.status == "SUCCESSFUL"
+
+
+def _seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", duration)
+    assert "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def _graceful_timeout(environment: dict[str, str]) -> float:
+    """Return config/gunicorn.py's graceful_timeout under *environment*."""
+    env = {k: v for k, v in environment.items() if "${" not in str(v)}
+    code = (
+        "import runpy; print(runpy.run_path('config/gunicorn.py')['graceful_timeout'])"
+    )
+    result = subprocess.run(  # noqa: S603 - a fixed command
+        [sys.executable, "-c", code],
+        cwd=BASE_DIR,
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def test_docker_waits_for_requests_in_flight_before_killing_the_api():
+    graceful = _graceful_timeout(APP_ENV)
+    assert graceful > 0
+    for name in ("api", "worker"):
+        # Docker's default is 10 s; SIGKILL must come after the server's own
+        # graceful shutdown, with a margin.
+        assert _seconds(SERVICES[name]["stop_grace_period"]) >= graceful + 5, name
+
+
+def test_postgres_has_shared_memory_for_parallel_queries():
+    size = SERVICES["postgres"]["shm_size"]
+    number, unit = re.fullmatch(r"(\d+)([kmg])b?", size.lower()).groups()
+    megabytes = int(number) * {"k": 1 / 1024, "m": 1, "g": 1024}[unit]
+    assert megabytes >= 128  # Docker's default is 64 MB
+
+
+def test_every_image_is_pinned_to_an_exact_version():
+    images = [s["image"] for s in SERVICES.values() if "build" not in s]
+    images += re.findall(r"^FROM (\S+)", DOCKERFILE, re.MULTILINE)
+    images += re.findall(r"COPY --from=(\S+:\S+)", DOCKERFILE)
+    assert len(images) == 6
+    for image in images:
+        # name:MAJOR.MINOR[.PATCH][-variant], never latest or a major alone.
+        assert re.fullmatch(r"[\w./-]+:\d+\.\d+(\.\d+)?(-[\w.-]+)?", image), image
+        if image.startswith(("python:", "redis:", "nginx:", "ghcr.io/")):
+            assert re.search(r":\d+\.\d+\.\d+", image), image
+
+
+def test_healthcheck_probes_the_port_the_server_listens_on():
+    healthcheck = _dockerfile_instruction("HEALTHCHECK")
+    assert "/healthz" in healthcheck
+    assert "8000" not in healthcheck.replace("'PORT', '8000'", "")
+    assert "os.environ.get('PORT'" in healthcheck
+    assert re.search(r"^ENV [^\n]*PORT=8000", re.sub(r"\\\n\s*", " ", DOCKERFILE), re.M)
+
+
+def test_nginx_keeps_the_tls_terminators_scheme_and_the_clients_host():
+    assert re.search(
+        r"map \$http_x_forwarded_proto \$proxy_x_forwarded_proto \{\s*"
+        r"default \$http_x_forwarded_proto;\s*'' \$scheme;\s*\}",
+        NGINX,
+    )
+    assert "proxy_set_header X-Forwarded-Proto $proxy_x_forwarded_proto;" in NGINX
+    assert "X-Forwarded-Proto $scheme" not in NGINX
+    # $host drops the port, which breaks CSRF origin checks on other ports.
+    assert "proxy_set_header Host $http_host;" in NGINX
+
+
+def test_nginx_resolves_the_api_replicas_again_as_they_scale():
+    assert re.search(r"^\s*resolver 127\.0\.0\.11 [^;]*valid=\d+s", NGINX, re.M)
+    upstream = re.search(r"upstream api \{([^}]*)\}", NGINX).group(1)
+    assert re.search(r"^\s*zone api \d+k;", upstream, re.M)
+    assert re.search(r"^\s*server api:8000 resolve\b", upstream, re.M)
+    # `resolve` in an upstream needs nginx 1.27.3 or later.
+    version = re.search(r"nginx:(\d+)\.(\d+)\.(\d+)", SERVICES["nginx"]["image"])
+    assert tuple(map(int, version.groups())) >= (1, 27, 3)

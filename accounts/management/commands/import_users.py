@@ -33,11 +33,16 @@ class Command(ImportCommand):
         "one deliberately costly hash per row), or empty (new users get an "
         "unusable password, to be set through password reset; existing users "
         "keep theirs). An email repeated in the file, in any case: the last "
-        "occurrence wins. Columns starting with '_' are ignored, so an --errors "
-        "file can be fixed and fed back. Exits non-zero when any row is rejected."
+        "occurrence wins, and the lines are named. Lines that cannot be read "
+        "(bad UTF-8, broken CSV quoting, invalid JSON) are rejected, the others "
+        "load. Unknown columns are ignored with a notice (refused with "
+        "--strict); columns starting with '_' are ignored silently, so an "
+        "--errors file can be fixed and fed back. Exits non-zero when any row "
+        "is rejected."
     )
     columns = ("email", "username", "password", "is_active")
     required = ("email",)
+    key_name = "email"
 
     def row_key(self, row: Any) -> Any:
         return row["email"].lower()
@@ -74,7 +79,9 @@ class Command(ImportCommand):
             items.append((cleaned, record))
         return items, rejections
 
-    def prepare(self, items: list[Any]) -> tuple[list[Any], list[Rejection]]:
+    def prepare(
+        self, items: list[Any]
+    ) -> tuple[list[tuple[int, Any]], list[Rejection]]:
         """Check usernames in one query, then hash plain-text passwords."""
         rows = [cleaned for cleaned, _ in items]
         lines = [record for _, record in items]
@@ -82,9 +89,9 @@ class Command(ImportCommand):
         taken = users_claim_usernames(rows=rows)
         for index, errors in taken.items():
             rejections.append(Rejection(lines[index].line, lines[index].data, errors))
-        rows = [row for i, row in enumerate(rows) if i not in taken]
-        users_hash_passwords(rows=rows)
-        return rows, rejections
+        kept = [(lines[i].line, row) for i, row in enumerate(rows) if i not in taken]
+        users_hash_passwords(rows=[row for _, row in kept])
+        return kept, rejections
 
     def upsert(self, rows: list[Any]) -> UpsertResult:
         result = users_upsert(rows=rows)

@@ -29,6 +29,7 @@ from config.bulkio import ImportCommand, Record, Rejection, UpsertResult
 from config.metrics import BULK_ROWS_WRITTEN
 
 MSG_NO_OWNER = "No user with this email address."
+MSG_NO_CATEGORY = "No category with this slug (--create-categories creates it)."
 # Blank cells of these columns mean "not given" (clean_product's rule).
 _BLANK_IS_ABSENT = frozenset({"slug", "stock", "is_active"})
 _CATEGORY_SLUG = Category._meta.get_field("slug")
@@ -85,16 +86,20 @@ class Command(ImportCommand):
     help = (
         "Create or update products from a CSV or JSON Lines file ('-' for stdin), "
         "upserting on SKU in batches of one transaction each. Columns: sku, name, "
-        "price, category (a slug; missing categories are created), owner (an "
-        "email, or --owner), and optionally slug, description, stock, is_active "
-        "(absent ones keep their stored values). A SKU repeated in the file: the "
-        "last occurrence wins. Columns starting with '_' are ignored, so an "
-        "--errors file can be fixed and fed back. Exits non-zero when any row "
-        "is rejected. Any product index that an interrupted run left missing is "
-        "built again first."
+        "price, category (the slug of an existing category, or of one to create "
+        "with --create-categories), owner (an email, or --owner), and optionally "
+        "slug, description, stock, is_active (absent ones keep their stored "
+        "values). A SKU repeated in the file: the last occurrence wins, and the "
+        "lines are named. Lines that cannot be read (bad UTF-8, broken CSV "
+        "quoting, invalid JSON) are rejected, the others load. Unknown columns "
+        "are ignored with a notice (refused with --strict); columns starting "
+        "with '_' are ignored silently, so an --errors file can be fixed and fed "
+        "back. Exits non-zero when any row is rejected. Any product index that "
+        "an interrupted run left missing is built again first."
     )
     columns = (*PRODUCT_FIELDS, "owner")
     required = ("sku", "name", "price", "category")
+    key_name = "sku"
 
     def add_arguments(self, parser: Any) -> None:
         super().add_arguments(parser)
@@ -102,6 +107,12 @@ class Command(ImportCommand):
             "--owner",
             metavar="EMAIL",
             help="Owner of rows that name none (required without an owner column).",
+        )
+        parser.add_argument(
+            "--create-categories",
+            action="store_true",
+            help="Create the categories the file names that do not exist (named"
+            " after their slug); without it, their rows are rejected.",
         )
         parser.add_argument(
             "--defer-indexes",
@@ -170,7 +181,10 @@ class Command(ImportCommand):
         names, self.deferred = self.deferred, []
         terminal = self.verbosity >= 1 and self.stderr.isatty()
         if terminal:
-            self.stderr.write(f"\rbuilding {len(names)} indexes...", ending="")
+            # Plain text: standard error's default style is the error one.
+            self.stderr.write(
+                f"\rbuilding {len(names)} indexes...", style_func=str, ending=""
+            )
         started = time.monotonic()
         try:
             product_indexes_restore()
@@ -183,7 +197,7 @@ class Command(ImportCommand):
             ) from exc
         finally:
             if terminal:
-                self.stderr.write("\r\x1b[K", ending="")
+                self.stderr.write("\r\x1b[K", style_func=str, ending="")
         if self.verbosity >= 2:
             self.stdout.write(
                 f"indexes built in {time.monotonic() - started:.1f} s:"
@@ -193,6 +207,8 @@ class Command(ImportCommand):
     def check_options(self, options: dict[str, Any]) -> None:
         self._category_memo: dict[str, tuple[str | None, str | None]] = {}
         self._owner_memo: dict[str, tuple[str | None, str | None]] = {}
+        self._known_categories: set[str] = set()
+        self.create_categories: bool = options["create_categories"]
         self.default_owner: str | None = None
         if options["owner"]:
             email, error = _clean_owner(options["owner"])
@@ -242,24 +258,52 @@ class Command(ImportCommand):
             pending.append((cleaned, record, slug, email))
         return pending, rejections
 
-    def prepare(self, items: list[Any]) -> tuple[list[Any], list[Rejection]]:
-        """Map owner emails to ids in one query; reject unknown owners."""
+    def prepare(
+        self, items: list[Any]
+    ) -> tuple[list[tuple[int, Any]], list[Rejection]]:
+        """Map owner emails to ids and check category slugs, a query each at most.
+
+        Rows naming an unknown owner, or an unknown category without
+        --create-categories, are rejected.
+        """
         rejections: list[Rejection] = []
         owners = self._owner_ids({email for *_, email in items})
-        rows: list[Any] = []
+        unknown = (
+            set()
+            if self.create_categories
+            else self._unknown_categories({slug for _, _, slug, _ in items})
+        )
+        rows: list[tuple[int, Any]] = []
         for cleaned, record, slug, email in items:
-            if email in owners:
+            if email in owners and slug not in unknown:
                 cleaned["owner_id"] = owners[email]
-                rows.append((cleaned, slug))
-            else:
-                rejections.append(
-                    Rejection(record.line, record.data, {"owner": [MSG_NO_OWNER]})
-                )
+                rows.append((record.line, (cleaned, slug)))
+                continue
+            errors = {}
+            if slug in unknown:
+                errors["category"] = [MSG_NO_CATEGORY]
+            if email not in owners:
+                errors["owner"] = [MSG_NO_OWNER]
+            rejections.append(Rejection(record.line, record.data, errors))
         return rows, rejections
 
+    def _unknown_categories(self, slugs: set[str]) -> set[str]:
+        known = self._known_categories
+        wanted = slugs - known
+        if not wanted:
+            return set()
+        found = set(
+            Category.objects.filter(slug__in=wanted).values_list("slug", flat=True)
+        )
+        if len(known) + len(found) > _MEMO_SIZE:
+            known.clear()
+        known.update(found)
+        return wanted - found
+
     def upsert(self, rows: list[Any]) -> UpsertResult:
-        # Missing categories are created in the batch transaction, so a dry
-        # run or a failed batch leaves none behind.
+        # Missing categories (--create-categories, or one deleted since
+        # prepare) are created in the batch transaction, so a dry run or a
+        # failed batch leaves none behind.
         categories = categories_ensure(slugs={slug for _, slug in rows})
         for cleaned, slug in rows:
             cleaned["category_id"] = categories[slug]

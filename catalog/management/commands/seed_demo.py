@@ -15,7 +15,7 @@ from django.utils.text import slugify
 
 from accounts.models import User
 from catalog.invalidation import CATEGORY_WRITES, product_writes
-from config.bulkio import copy_rows
+from config.bulkio import Progress, copy_rows
 from config.cache import bump_namespace, cache_namespaces_for_user_write
 
 CATEGORY_NAMES = [
@@ -259,16 +259,26 @@ def demo_sku(index: int) -> str:
 
 
 class _Counter:
-    """Pass rows through, counting them."""
+    """Pass rows through, counting them and moving the progress bar."""
 
-    def __init__(self, rows: Iterator[tuple[Any, ...]]) -> None:
+    # Rows between two progress updates (each costs a clock read).
+    TICK = 1000
+
+    def __init__(
+        self, rows: Iterator[tuple[Any, ...]], progress: Progress, done: int
+    ) -> None:
         self.rows = rows
+        self.progress = progress
+        self.done = done  # rows of the run before these
         self.count = 0
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        for row in self.rows:
-            self.count += 1
+        update, done, tick = self.progress.update, self.done, self.TICK
+        for count, row in enumerate(self.rows, 1):
+            if not count % tick:
+                update(done + count, done + count)
             yield row
+            self.count = count
 
 
 def _age(rng: random.Random) -> timedelta:
@@ -332,6 +342,48 @@ class Command(BaseCommand):
 
         with transaction.atomic():
             category_ids, new_categories = self._seed_categories(categories, now)
+        self.progress = Progress(
+            self.stderr, total=users + products, enabled=options["verbosity"] >= 1
+        )
+        try:
+            new_users, new_products = self._seed_rows(
+                users, products, seed, now, password_hash, category_ids
+            )
+        finally:
+            self.progress.close()
+        if new_users or new_products:
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE accounts_user")
+                cursor.execute("ANALYZE catalog_product")
+        # COPY sends no signal: refresh cached reads (every batch has committed).
+        if new_users:
+            bump_namespace(*cache_namespaces_for_user_write(created=True))
+        if new_products or new_categories:
+            bump_namespace(*CATEGORY_WRITES, *product_writes())
+        seconds = time.monotonic() - started
+        if options["verbosity"] >= 1:
+            login = (
+                "same password for all"
+                if password
+                else "unusable passwords (use password reset)"
+            )
+            self.stdout.write(
+                f"seed_demo: categories={len(category_ids)} users_created={new_users}"
+                f" products_created={new_products} seconds={seconds:.2f}"
+                f" ({login})",
+                self.style.SUCCESS,
+            )
+
+    def _seed_rows(
+        self,
+        users: int,
+        products: int,
+        seed: int,
+        now: datetime,
+        password_hash: str | None,
+        category_ids: list[int],
+    ) -> tuple[int, int]:
+        """Add the missing demo users, then products; return how many of each."""
         new_users = 0
         for start in range(0, users, CHUNK_ROWS):
             with transaction.atomic():
@@ -345,6 +397,7 @@ class Command(BaseCommand):
                     key="lower(email)",
                     key_range=(demo_email(start), demo_email(stop - 1), stop - start),
                     key_pattern=DEMO_EMAIL_PATTERN,
+                    done=start,
                 )
         owner_ids = self._owner_ids(users) if products else []
         if products and not owner_ids:
@@ -368,29 +421,9 @@ class Command(BaseCommand):
                     key="sku",
                     key_range=(demo_sku(start), demo_sku(stop - 1), stop - start),
                     key_pattern=DEMO_SKU_PATTERN,
+                    done=users + start,
                 )
-        if new_users or new_products:
-            with connection.cursor() as cursor:
-                cursor.execute("ANALYZE accounts_user")
-                cursor.execute("ANALYZE catalog_product")
-        # COPY sends no signal: refresh cached reads (every batch has committed).
-        if new_users:
-            bump_namespace(*cache_namespaces_for_user_write(created=True))
-        if new_products or new_categories:
-            bump_namespace(*CATEGORY_WRITES, *product_writes())
-        seconds = time.monotonic() - started
-        if options["verbosity"] >= 1:
-            login = (
-                "same password for all"
-                if password
-                else "unusable passwords (use password reset)"
-            )
-            self.stdout.write(
-                f"seed_demo: categories={len(category_ids)} users_created={new_users}"
-                f" products_created={new_products} seconds={seconds:.2f}"
-                f" ({login})",
-                self.style.SUCCESS,
-            )
+        return new_users, new_products
 
     def _seed_categories(self, count: int, now: datetime) -> tuple[list[int], int]:
         names = []
@@ -439,11 +472,13 @@ class Command(BaseCommand):
         key: str,
         key_range: tuple[str, str, int],
         key_pattern: str,
+        done: int,
     ) -> int:
         """Add the rows whose keys are not in *table* yet; return how many.
 
         *key_range* is the chunk's first and last key and its size: a chunk
-        fully present is skipped without generating its rows.
+        fully present is skipped without generating its rows. *done* is the
+        count of rows of the run before this chunk, for the progress bar.
         """
         cols = ", ".join(columns)
         first, last, wanted = key_range
@@ -458,13 +493,15 @@ class Command(BaseCommand):
             present = cursor.fetchone()[0]
         counted_exactly = all(re.match(key_pattern, k) for k in (first, last))
         if present == wanted and counted_exactly:
+            self.progress.update(done + wanted, done + wanted)
             return 0
         if not present:
             # None exists yet: COPY straight into the table, the fastest path.
             try:
                 with transaction.atomic():
-                    counted = _Counter(make_rows())
+                    counted = _Counter(make_rows(), self.progress, done)
                     copy_rows(table, columns, counted)
+                    self.progress.update(done + wanted, done + wanted)
                     return counted.count
             except IntegrityError:
                 pass  # Taken meanwhile, or a demo username in use: go the safe way.
@@ -476,7 +513,8 @@ class Command(BaseCommand):
                 f"CREATE TEMP TABLE {stage} AS SELECT {cols}"  # noqa: S608
                 f" FROM {table} WITH NO DATA"
             )
-        copy_rows(stage, columns, make_rows())
+        copy_rows(stage, columns, _Counter(make_rows(), self.progress, done))
+        self.progress.update(done + wanted, done + wanted)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage}"  # noqa: S608
