@@ -15,6 +15,7 @@ import math
 import os
 import resource
 import subprocess
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -46,6 +47,9 @@ KNEE_P99_FACTOR = 2.0
 # More than any mix run reaches on this machine (ping itself tops out near
 # 4,400 req/s): sizes the pool of products to delete when the rate is not held.
 RATE_CEILING = 3000.0
+# The server has settled when this many /healthz in a row answer this fast.
+SETTLED_PINGS = 3
+SETTLED_PING_S = 0.1
 
 
 def mix_email(index: int) -> str:
@@ -375,6 +379,24 @@ class Mix:
             client.close()
         return tokens
 
+    def settle(self, base_url: str, *, timeout_s: float = 60.0) -> None:
+        """Wait until the server has worked off what an earlier run left queued.
+
+        A server keeps answering requests that were queued when wrk stopped
+        (up to one per connection): deletes among them would remove products
+        of the next run's pool, and their work would slow the next run down.
+        """
+        client = Client(base_url, timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        quick = 0
+        try:
+            while quick < SETTLED_PINGS and time.monotonic() < deadline:
+                response = client.get("/healthz")
+                quick = quick + 1 if response.wall_s < SETTLED_PING_S else 0
+                time.sleep(0.05)
+        finally:
+            client.close()
+
     def pool(self) -> list[PoolProduct]:
         """Return every product the mix's users own now, by id."""
         owners = {pk: index + 1 for index, pk in enumerate(self.user_ids)}
@@ -397,6 +419,7 @@ class Mix:
     ) -> MixRun:
         """Run the mix once, after making sure the pool outlasts the run's deletes."""
         options = self.options
+        self.settle(base_url)
         need = math.ceil(SHARES["x"] * duration_s * (rate or RATE_CEILING) * 1.25)
         need += 20 * options.threads
         pool = self.pool()
