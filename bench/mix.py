@@ -288,10 +288,11 @@ class Mix:
         self.log = log
         self.run_id = uuid.uuid4().hex[:6]
         self.user_ids: list[int] = []
+        self._urls: list[str] = []
         self._serial = 0
 
     def run(self, sides: list[Side]) -> list[SideResult]:
-        """Measure every side (steps of each, then holds of each); restore the data."""
+        """Measure every side (the steps in turn, then the holds); restore the data."""
         options = self.options
         results = [SideResult(side) for side in sides]
         self.restore()
@@ -306,33 +307,38 @@ class Mix:
                     for side in sides
                 ]
                 tokens = [self.sign_in(url) for url in urls]
-                # Steps of every side first, then the holds: a machine whose
-                # speed drifts moves both sides alike.
+                self._urls = urls
                 sessions = list(zip(results, urls, tokens, strict=True))
-                for result, url, side_tokens in sessions:
-                    self._steps(result, url, side_tokens)
+                for index, connections in enumerate(options.steps):
+                    # Each step runs on every side in turn, alternating which
+                    # goes first, so a machine whose speed drifts moves both
+                    # sides alike.
+                    for result, url, side_tokens in (
+                        sessions if index % 2 == 0 else sessions[::-1]
+                    ):
+                        self._step(result, url, side_tokens, connections)
+                for result in results:
+                    result.knee_index, result.knee_reason = knee(result.steps)
                 for result, url, side_tokens in sessions:
                     self._hold(result, url, side_tokens)
         finally:
             self.restore()
         return results
 
-    def _steps(self, result: SideResult, url: str, tokens: list[str]) -> None:
-        """Step the connections up and find the knee."""
-        self.stack.flush_cache()
-        for connections in self.options.steps:
-            run = self.measure(url, tokens, connections, self.options.step_s)
-            self.log(
-                f"  mix {result.side.label} c={connections}: {run.rps:,.0f} req/s,"
-                f" p99 {run.p99_ms:,.0f} ms, {run.errors} errors"
-            )
-            result.steps.append(run)
-        result.knee_index, result.knee_reason = knee(result.steps)
+    def _step(
+        self, result: SideResult, url: str, tokens: list[str], connections: int
+    ) -> None:
+        """Run one concurrency step against one side."""
+        run = self.measure(url, tokens, connections, self.options.step_s)
+        self.log(
+            f"  mix {result.side.label} c={connections}: {run.rps:,.0f} req/s,"
+            f" p99 {run.p99_ms:,.0f} ms, {run.errors} errors"
+        )
+        result.steps.append(run)
 
     def _hold(self, result: SideResult, url: str, tokens: list[str]) -> None:
         """Hold hold_share of the knee's rate with the knee's connections."""
         rate = self.options.hold_share * result.knee.rps
-        self.stack.flush_cache()
         hold = self.measure(
             url, tokens, result.knee.connections, self.options.hold_s, rate=rate
         )
@@ -419,7 +425,10 @@ class Mix:
     ) -> MixRun:
         """Run the mix once, after making sure the pool outlasts the run's deletes."""
         options = self.options
-        self.settle(base_url)
+        # Every server, not only this one: the previous run may have been
+        # against the other side.
+        for url in self._urls or [base_url]:
+            self.settle(url)
         need = math.ceil(SHARES["x"] * duration_s * (rate or RATE_CEILING) * 1.25)
         need += 20 * options.threads
         pool = self.pool()
@@ -432,6 +441,7 @@ class Mix:
                 f"{self.run_id}{self._serial}",
             )
             pool = self.pool()
+        self.stack.flush_cache()
         data_file = write_data_file(
             self.workdir / f"mix-{uuid.uuid4().hex}.txt",
             api=self.stack.api_prefix,
