@@ -110,6 +110,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--mix-step-duration", type=_positive, default=10, help="mix: seconds a step"
     )
     parser.add_argument(
+        "--mix-repeat",
+        type=_positive,
+        default=1,
+        help="mix: runs of the whole ladder of steps; each step shows its median (1)",
+    )
+    parser.add_argument(
         "--mix-hold",
         type=_positive,
         default=60,
@@ -225,6 +231,7 @@ def _mix(
     options = MixOptions(
         steps=args.mix_steps,
         step_s=args.mix_step_duration,
+        repeat=args.mix_repeat,
         hold_s=args.mix_hold,
         users=args.mix_users,
         detail_ids=args.mix_detail_ids,

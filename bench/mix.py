@@ -63,6 +63,8 @@ class MixOptions:
 
     steps: tuple[int, ...] = (4, 8, 16, 32, 64, 128)
     step_s: int = 10
+    # Runs of the whole ladder; each step shows its median run (by rate).
+    repeat: int = 1
     hold_s: int = 60
     hold_share: float = 0.7
     users: int = 32
@@ -212,6 +214,12 @@ def knee(runs: list[MixRun]) -> tuple[int, str]:
     return len(runs) - 1, "throughput still grew at the last step: knee not reached"
 
 
+def median_run(runs: list[MixRun]) -> MixRun:
+    """Return the run with the median rate (the lower middle one of an even count)."""
+    ordered = sorted(runs, key=lambda run: run.rps)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 @dataclass(frozen=True)
 class PoolProduct:
     """A product of one of the mix's users: a target of updates and deletes."""
@@ -257,6 +265,8 @@ class SideResult:
 
     side: Side
     steps: list[MixRun] = field(default_factory=list)
+    # Every run of each step, when the ladder ran more than once.
+    step_runs: list[list[MixRun]] = field(default_factory=list)
     knee_index: int = 0
     knee_reason: str = ""
     hold: MixRun | None = None
@@ -309,14 +319,22 @@ class Mix:
                 tokens = [self.sign_in(url) for url in urls]
                 self._urls = urls
                 sessions = list(zip(results, urls, tokens, strict=True))
-                for index, connections in enumerate(options.steps):
-                    # Each step runs on every side in turn, alternating which
-                    # goes first, so a machine whose speed drifts moves both
-                    # sides alike.
-                    for result, url, side_tokens in (
-                        sessions if index % 2 == 0 else sessions[::-1]
-                    ):
-                        self._step(result, url, side_tokens, connections)
+                for result in results:
+                    result.step_runs = [[] for _ in options.steps]
+                turn = 0
+                for _ in range(options.repeat):
+                    for index, connections in enumerate(options.steps):
+                        # Each step runs on every side in turn, alternating
+                        # which goes first, so a machine whose speed drifts
+                        # moves both sides alike.
+                        turn += 1
+                        for result, url, side_tokens in (
+                            sessions if turn % 2 else sessions[::-1]
+                        ):
+                            run = self._step(result, url, side_tokens, connections)
+                            result.step_runs[index].append(run)
+                for result in results:
+                    result.steps = [median_run(runs) for runs in result.step_runs]
                 for result in results:
                     result.knee_index, result.knee_reason = knee(result.steps)
                 for result, url, side_tokens in sessions:
@@ -327,14 +345,14 @@ class Mix:
 
     def _step(
         self, result: SideResult, url: str, tokens: list[str], connections: int
-    ) -> None:
+    ) -> MixRun:
         """Run one concurrency step against one side."""
         run = self.measure(url, tokens, connections, self.options.step_s)
         self.log(
             f"  mix {result.side.label} c={connections}: {run.rps:,.0f} req/s,"
             f" p99 {run.p99_ms:,.0f} ms, {run.errors} errors"
         )
-        result.steps.append(run)
+        return run
 
     def _hold(self, result: SideResult, url: str, tokens: list[str]) -> None:
         """Hold hold_share of the knee's rate with the knee's connections."""
@@ -471,6 +489,10 @@ def rows(results: list[SideResult], options: MixOptions) -> list[Row]:
         suffix = "" if result.side.root == ROOT else f" [{result.side.label}]"
         for index, run in enumerate(result.steps):
             notes = _run_notes(run)
+            runs = result.step_runs[index] if result.step_runs else [run]
+            if len(runs) > 1:
+                rates = "/".join(f"{r.rps:,.0f}" for r in runs)
+                notes.insert(0, f"median run of {len(runs)} by rate ({rates} req/s)")
             if index == result.knee_index:
                 notes.insert(0, f"KNEE: {result.knee_reason}")
             table.append(

@@ -14,6 +14,7 @@ from bench.mix import (
     MixRun,
     PoolProduct,
     knee,
+    median_run,
     mix_email,
     run_mix_wrk,
     write_data_file,
@@ -145,6 +146,8 @@ def test_mix_knee_is_the_last_step_before_growth_stops_or_p99_doubles():
     assert knee(slow) == (0, "c=8 has p99 2.4x (> 2x)")
     rising = [_mix_run(100, 50, 4), _mix_run(200, 60, 8)]
     assert knee(rising)[0] == 1 and "not reached" in knee(rising)[1]
+    repeats = [_mix_run(90, 50, 4), _mix_run(30, 90, 4), _mix_run(60, 70, 4)]
+    assert median_run(repeats) is repeats[2]
 
 
 class _MixRecorder(BaseHTTPRequestHandler):
