@@ -13,12 +13,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import data
+from bench.mix import Mix, MixOptions, Side
+from bench.mix import rows as mix_rows
 from bench.report import render_text, write_markdown
 from bench.scenarios import Options, Runner
 from bench.stack import RESULTS_DIR, ROOT, ServerConfig, Stack, gunicorn
 from bench.wrk import ensure_wrk
 
-GROUPS = ["admin", "cache", "mixed", "users", "products", "gunicorn", "import"]
+GROUPS = [
+    "admin",
+    "cache",
+    "mixed",
+    "users",
+    "products",
+    "mix",
+    "gunicorn",
+    "import",
+]
 SERVER_GROUPS = ["admin", "cache", "mixed", "users", "products"]
 
 
@@ -91,6 +102,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=4, help="threads per gthread worker"
     )
     parser.add_argument(
+        "--mix-steps",
+        default="4,8,16,32,64,128",
+        help="mix: wrk connections of the concurrency steps (4,8,16,32,64,128)",
+    )
+    parser.add_argument(
+        "--mix-step-duration", type=_positive, default=10, help="mix: seconds a step"
+    )
+    parser.add_argument(
+        "--mix-repeat",
+        type=_positive,
+        default=1,
+        help="mix: runs of the whole ladder of steps; each step shows its median (1)",
+    )
+    parser.add_argument(
+        "--mix-hold",
+        type=_positive,
+        default=60,
+        help="mix: seconds holding 70%% of the knee's rate (60)",
+    )
+    parser.add_argument(
+        "--mix-users", type=_positive, default=32, help="mix: signed-in users (32)"
+    )
+    parser.add_argument(
+        "--mix-detail-ids",
+        type=_positive,
+        default=1000,
+        help="mix: products the detail reads pick from at random (1,000)",
+    )
+    parser.add_argument(
+        "--mix-list-pages",
+        type=_positive,
+        default=50,
+        help="mix: list pages of 20 the list reads pick from (50: offsets 0-980)",
+    )
+    parser.add_argument(
+        "--mix-server-root",
+        type=Path,
+        default=None,
+        help="mix: also serve this checkout of the project (e.g. a git worktree "
+        "of an older commit) with the same database and settings, and compare",
+    )
+    parser.add_argument(
         "--database",
         default="bench",
         help="scratch database (dropped and re-seeded when its size differs)",
@@ -106,6 +159,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="markdown copy of the table",
     )
     args = parser.parse_args(argv)
+    try:
+        args.mix_steps = tuple(
+            _positive(step) for step in args.mix_steps.split(",") if step.strip()
+        )
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        parser.error(f"--mix-steps: {exc}")
+    if not args.mix_steps:
+        parser.error("--mix-steps needs at least one step")
+    root = args.mix_server_root
+    if root is not None and not (root / "manage.py").is_file():
+        parser.error(f"--mix-server-root {root}: no manage.py there")
     args.groups = [
         g.strip() for g in args.only.split(",") if g.strip() and g.strip() != "ping"
     ]
@@ -156,6 +220,49 @@ def main(argv: list[str] | None = None) -> int:
         lock.close()
 
 
+def _mix(
+    args: argparse.Namespace,
+    runner: Runner,
+    config: ServerConfig,
+    baseline_config: ServerConfig,
+) -> None:
+    """Run the seed article's mix against this checkout (and a baseline one)."""
+    assert runner.sample is not None
+    options = MixOptions(
+        steps=args.mix_steps,
+        step_s=args.mix_step_duration,
+        repeat=args.mix_repeat,
+        hold_s=args.mix_hold,
+        users=args.mix_users,
+        detail_ids=args.mix_detail_ids,
+        list_pages=args.mix_list_pages,
+        seed=args.seed,
+    )
+    sides = [Side(f"this checkout, {config.label}", config)]
+    if args.mix_server_root is not None:
+        root = args.mix_server_root.resolve()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        # The baseline is served the way its commit served by default.
+        label = f"baseline {commit or root.name}, {baseline_config.label}"
+        sides.append(Side(label, baseline_config, root))
+    mix = Mix(
+        runner.stack,
+        options,
+        detail_ids=runner.sample.product_ids,
+        category_ids=runner.sample.category_ids,
+        workdir=runner.workdir,
+        log=_log,
+    )
+    for row in mix_rows(mix.run(sides), options):
+        runner.add(row)
+
+
 def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
     """Seed, serve, run the selected groups and print the table."""
     size = data.Size(args.products, args.users, args.categories, args.seed)
@@ -204,6 +311,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
             _guard(runner, "product list uncached", runner.product_list_uncached)
         if set(args.groups) & set(SERVER_GROUPS):
             _guard(runner, "ping again", runner.ping_again)
+    if "mix" in args.groups:
+        _guard(runner, "mix", lambda: _mix(args, runner, main_config, sync))
     if "gunicorn" in args.groups:
         _guard(runner, "gunicorn", lambda: runner.gunicorn_workers([sync, gthread]))
     if "import" in args.groups:

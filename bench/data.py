@@ -37,19 +37,37 @@ def _counts(stack: Stack) -> tuple[int, int, int] | None:
 
 
 def remove_leftovers(stack: Stack) -> None:
-    """Delete rows an interrupted earlier run may have left (bench-made SKUs, users)."""
-    with stack.connect() as conn:
-        conn.execute("DELETE FROM catalog_product WHERE sku LIKE 'BENCH-%%'")
+    """Delete rows bench runs made (bench-made SKUs, users and what they own).
+
+    The two standing bench accounts stay. Raw SQL bypasses the app's cache
+    invalidation: flush the scratch Redis database afterwards.
+    """
+    keep = [f"bench-staff@{BENCH_EMAIL_DOMAIN}", f"bench-user@{BENCH_EMAIL_DOMAIN}"]
+    with stack.connect() as conn, conn.transaction():
+        made = [
+            row[0]
+            for row in conn.execute(
+                "SELECT id FROM accounts_user WHERE email LIKE %s AND email <> ALL(%s)",
+                [f"%@{BENCH_EMAIL_DOMAIN}", keep],
+            )
+        ]
         conn.execute(
-            "DELETE FROM accounts_user WHERE email LIKE %s AND email <> ALL(%s)",
-            [
-                f"%@{BENCH_EMAIL_DOMAIN}",
-                [
-                    f"bench-staff@{BENCH_EMAIL_DOMAIN}",
-                    f"bench-user@{BENCH_EMAIL_DOMAIN}",
-                ],
-            ],
+            "DELETE FROM catalog_product WHERE sku LIKE 'BENCH-%%'"
+            " OR owner_id = ANY(%s)",
+            [made],
         )
+        # Users who signed in (the mix's) have refresh tokens on record.
+        conn.execute(
+            "DELETE FROM token_blacklist_blacklistedtoken WHERE token_id IN"
+            " (SELECT id FROM token_blacklist_outstandingtoken"
+            " WHERE user_id = ANY(%s))",
+            [made],
+        )
+        conn.execute(
+            "DELETE FROM token_blacklist_outstandingtoken WHERE user_id = ANY(%s)",
+            [made],
+        )
+        conn.execute("DELETE FROM accounts_user WHERE id = ANY(%s)", [made])
 
 
 def prepare(stack: Stack, size: Size, *, log: callable) -> None:

@@ -3,8 +3,10 @@
 `python -m bench.djangoside ensure-users` creates or refreshes the bench's staff
 and regular accounts; `python -m bench.djangoside row-by-row FILE N [--tail]`
 saves the first (or last) N rows of an export file with one `Product.save()`
-each, in autocommit (the baseline the importer is compared with). Each prints
-one JSON line.
+each, in autocommit (the baseline the importer is compared with);
+`mix-users N` creates the mix's N users and `mix-pool N RUN` gives them N more
+products for the mix's updates and deletes (bench/mix.py). Each prints one JSON
+line.
 """
 
 from __future__ import annotations
@@ -35,6 +37,52 @@ def ensure_users() -> dict:
         user.save()
         ids["staff" if staff else "user"] = user.pk
     return ids
+
+
+def mix_users(count: int) -> dict:
+    """Create the mix's *count* users (one password hash, copied); return their ids."""
+    from django.contrib.auth.hashers import make_password
+
+    from accounts.models import User
+    from bench.mix import mix_email
+    from bench.stack import BENCH_PASSWORD
+
+    password = make_password(BENCH_PASSWORD)
+    users = User.objects.bulk_create(
+        User(email=mix_email(i), username=mix_email(i).split("@")[0], password=password)
+        for i in range(count)
+    )
+    return {"ids": [user.pk for user in users]}
+
+
+def mix_pool(count: int, run: str) -> dict:
+    """Give the mix's users *count* products between them, through the bulk service."""
+    from accounts.models import User
+    from bench.mix import MIX_EMAIL_PREFIX
+    from catalog.models import Category
+    from catalog.services import products_bulk_create
+
+    owners = list(
+        User.objects.filter(email__startswith=MIX_EMAIL_PREFIX).order_by("email")
+    )
+    categories = list(Category.objects.values_list("pk", flat=True))
+    created = 0
+    for index, owner in enumerate(owners):
+        share = count // len(owners) + (index < count % len(owners))
+        items = [
+            {
+                "sku": f"BENCH-MIX-P-{run}-{owner.pk}-{i}",
+                "name": f"Mix pool product {i}",
+                "description": "Made by the bench mix.",
+                "price": f"{10 + i % 90}.50",
+                "stock": i % 40,
+                "category": categories[(index + i) % len(categories)],
+            }
+            for i in range(share)
+        ]
+        if items:
+            created += len(products_bulk_create(owner=owner, items=items))
+    return {"created": created}
 
 
 def row_by_row(path: str, limit: int, *, tail: bool = False) -> dict:
@@ -95,6 +143,10 @@ def main(argv: list[str]) -> int:
     django.setup()
     if argv[0] == "ensure-users":
         result = ensure_users()
+    elif argv[0] == "mix-users":
+        result = mix_users(int(argv[1]))
+    elif argv[0] == "mix-pool":
+        result = mix_pool(int(argv[1]), argv[2])
     elif argv[0] == "row-by-row":
         result = row_by_row(argv[1], int(argv[2]), tail="--tail" in argv[3:])
     else:

@@ -130,8 +130,12 @@ class ServerConfig:
 
 
 @contextmanager
-def gunicorn(stack: Stack, config: ServerConfig) -> Iterator[str]:
-    """Serve the project with gunicorn; yield its base URL, stop it on exit."""
+def gunicorn(stack: Stack, config: ServerConfig, *, root: Path = ROOT) -> Iterator[str]:
+    """Serve the project with gunicorn; yield its base URL, stop it on exit.
+
+    *root* serves another checkout of the project (a baseline commit) with this
+    environment's Python packages.
+    """
     port = free_port()
     metrics_dir = tempfile.mkdtemp(prefix="bench-prom-")
     env = stack.env(
@@ -142,7 +146,7 @@ def gunicorn(stack: Stack, config: ServerConfig) -> Iterator[str]:
     )
     stack.log_path.parent.mkdir(parents=True, exist_ok=True)
     log = stack.log_path.open("ab")
-    log.write(f"\n=== gunicorn {config} on port {port}\n".encode())
+    log.write(f"\n=== gunicorn {config} from {root} on port {port}\n".encode())
     log.flush()
     process = subprocess.Popen(
         [
@@ -151,7 +155,7 @@ def gunicorn(stack: Stack, config: ServerConfig) -> Iterator[str]:
             "python:config.gunicorn",
             "config.wsgi",
         ],
-        cwd=ROOT,
+        cwd=root,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
