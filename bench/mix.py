@@ -421,6 +421,17 @@ class Mix:
         finally:
             client.close()
 
+    def warm(self, base_url: str) -> None:
+        """Read every product the detail reads pick from once, as a server in
+        steady state would have them cached: the run then shows what its own
+        writes invalidate, not a cold start."""
+        client = Client(base_url)
+        try:
+            for pk in self.detail_ids:
+                client.get(f"{self.stack.api_prefix}/products/{pk}/")
+        finally:
+            client.close()
+
     def pool(self) -> list[PoolProduct]:
         """Return every product the mix's users own now, by id."""
         owners = {pk: index + 1 for index, pk in enumerate(self.user_ids)}
@@ -460,6 +471,7 @@ class Mix:
             )
             pool = self.pool()
         self.stack.flush_cache()
+        self.warm(base_url)
         data_file = write_data_file(
             self.workdir / f"mix-{uuid.uuid4().hex}.txt",
             api=self.stack.api_prefix,
