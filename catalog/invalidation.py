@@ -29,8 +29,11 @@ CATEGORY_WRITES = (NAMESPACE_CATEGORIES,)
 
 def product_detail_reads(pk: Any) -> tuple[str, ...]:
     """Return the namespaces the detail of product *pk* depends on."""
-    # A key names Redis keys: anything but digits is a 404 that shares one name.
-    own = object_namespace(PRODUCT, pk if str(pk).isdigit() else "none")
+    # The number, not its spelling: /products/012/ shows product 12 too.
+    # Anything but ASCII digits is a 404, which shares one name.
+    text = str(pk)
+    canonical = text.isascii() and text.isdigit() and len(text) <= 18
+    own = object_namespace(PRODUCT, int(text) if canonical else "none")
     return (NAMESPACE_CATEGORIES, NAMESPACE_OWNERS, EVERY_PRODUCT, own)
 
 

@@ -535,12 +535,29 @@ def _new_version() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def _version_timeout() -> int:
-    # A version is worth keeping only while entries computed under it may
-    # live: once it expires, the next read draws a new random version, which
-    # no older entry carries. Expiring, versions of single objects cannot pile
-    # up in Redis.
+def _version_timeout(name: str) -> int | None:
+    # One object's version is worth keeping only while entries computed under
+    # it may live: once it expires, the next read draws a new random version,
+    # which no older entry carries; so versions of single objects cannot pile
+    # up in Redis. Shared versions are few and read by every entry: kept, so
+    # they never expire under all the entries at once.
+    if not _is_object_namespace(name):
+        return None
     return max(settings.CACHE_TTL, getattr(settings, "USER_CACHE_TTL", 0))
+
+
+def _set_versions(names: Iterable[str]) -> bool:
+    """Give each namespace of *names* a new version; return whether Redis failed."""
+    by_timeout: dict[int | None, dict[str, str]] = {}
+    for name in names:
+        by_timeout.setdefault(_version_timeout(name), {})[_version_key(name)] = (
+            _new_version()
+        )
+    failed = False
+    for timeout, versions in by_timeout.items():
+        cache.set_many(versions, timeout)
+        failed = failed or last_operation_failed()
+    return failed
 
 
 def bump_namespace(*names: str) -> None:
@@ -552,10 +569,7 @@ def bump_namespace(*names: str) -> None:
     """
     if not names:
         return
-    cache.set_many(
-        {_version_key(name): _new_version() for name in names}, _version_timeout()
-    )
-    failed = last_operation_failed()
+    failed = _set_versions(names)
     with _pending_lock:
         if failed:
             _pending_bumps.update(names)
@@ -592,16 +606,19 @@ def _read(key: str | None, names: Iterable[str]) -> tuple[tuple[str, ...] | None
     missing (first use, eviction, a Redis restart) gets a new random value.
     """
     _retry_pending_bumps()
+    names = tuple(names)
     version_keys = [_version_key(name) for name in names]
     found = cache.get_many([key, *version_keys] if key else version_keys)
     if last_operation_failed():
         return None, None
-    missing = [k for k in version_keys if k not in found]
+    missing = [
+        (n, k) for n, k in zip(names, version_keys, strict=True) if k not in found
+    ]
     if missing:
         raced = []
-        for k in missing:
+        for name, k in missing:
             version = _new_version()
-            if cache.add(k, version, _version_timeout()):
+            if cache.add(k, version, _version_timeout(name)):
                 found[k] = version  # what add() wrote: no need to read it back
             elif last_operation_failed():
                 return None, None

@@ -231,7 +231,7 @@ class ProductViewSet(
         # Reads of a product are open to all who may see it (the object
         # permissions only guard writes): no instance to check, one row.
         pk = self.kwargs[self.lookup_field]
-        if not pk.isdigit() or len(pk) > 18:
+        if not (pk.isascii() and pk.isdigit()) or len(pk) > 18:
             raise Http404
         user = self.request.user
         row = Product.objects.api_row(int(pk), active_only=not user.is_staff)

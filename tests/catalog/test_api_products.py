@@ -2,6 +2,7 @@ import json
 import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from urllib.parse import quote
 
 import pytest
 from django.core.cache import cache
@@ -779,9 +780,11 @@ def test_detail_reads_one_row_in_one_query(
             assert response.json()["id"] == product.pk
 
 
-@pytest.mark.parametrize("pk", ["abc", "1e3", "99999999999999999999", "-1", "0"])
+@pytest.mark.parametrize(
+    "pk", ["abc", "1e3", "99999999999999999999", "-1", "0", "²", "¹²", "①", "١٢"]
+)
 def test_detail_of_an_id_that_cannot_exist_is_404(api_client, pk):
-    response = api_client.get(f"{LIST}{pk}/")
+    response = api_client.get(f"{LIST}{quote(pk)}/")
     assert response.status_code == 404
     assert "detail" in response.json()
 

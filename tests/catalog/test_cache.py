@@ -70,13 +70,14 @@ def test_lost_version_key_never_returns_an_older_version():
     assert versions()[NAMESPACE_PRODUCTS] != first
 
 
-def test_versions_expire_with_the_entries_they_guard(settings, product):
+def test_object_versions_expire_with_the_entries_they_guard(settings, product):
     bump_namespace(own(product), NAMESPACE_PRODUCTS)
-    for name in (own(product), NAMESPACE_PRODUCTS):
-        assert 0 < cache.ttl(f"ns:{name}") <= settings.CACHE_TTL
-    first = versions()[NAMESPACE_PRODUCTS]
-    cache.expire(f"ns:{NAMESPACE_PRODUCTS}", 0)  # as if CACHE_TTL had passed
-    assert versions()[NAMESPACE_PRODUCTS] != first
+    assert 0 < cache.ttl(f"ns:{own(product)}") <= settings.CACHE_TTL
+    # Shared versions guard every entry: one expiring would drop them all.
+    assert cache.ttl(f"ns:{NAMESPACE_PRODUCTS}") is None
+    first = versions(own(product))[own(product)]
+    cache.expire(f"ns:{own(product)}", 0)  # as if CACHE_TTL had passed
+    assert versions(own(product))[own(product)] != first
 
 
 def test_product_save_bumps_that_product_and_lists_after_commit(
@@ -534,6 +535,17 @@ def test_api_write_of_one_product_keeps_other_details_cached(
         assert client.get(detail_url(item))["X-Cache"] == "HIT"
 
 
+def test_a_detail_spelled_with_leading_zeros_is_refreshed_after_a_write(
+    api_client, item, django_capture_on_commit_callbacks
+):
+    url = f"/api/v1/products/00{item.pk}/"
+    assert cached(api_client, url)["name"] == "Lamp"
+    with django_capture_on_commit_callbacks(execute=True):
+        item.name = "Desk"
+        item.save()
+    assert fresh(api_client, url).json()["name"] == "Desk"
+
+
 def test_bulk_api_writes_show_at_once(staff, item, django_capture_on_commit_callbacks):
     bulk = reverse("api:product-bulk")
     cached(staff, LIST_URL)
@@ -845,6 +857,29 @@ def test_seed_demo_shows_at_once(api_client, django_capture_on_commit_callbacks)
             "seed_demo", users=2, products=3, categories=1, seed=1, stdout=StringIO()
         )
     assert fresh(api_client, LIST_URL).json()["count"] == 3
+
+
+def test_interrupted_seed_demo_refreshes_what_it_committed(
+    api_client, monkeypatch, django_capture_on_commit_callbacks
+):
+    from catalog.management.commands.seed_demo import Command
+
+    url = reverse("api:category-list")
+    assert cached(api_client, url)["count"] == 0
+    real = Command._insert
+
+    def insert(self, table, *args, **kwargs):
+        if table == "catalog_product":
+            raise KeyboardInterrupt
+        return real(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(Command, "_insert", insert)
+    with (
+        django_capture_on_commit_callbacks(execute=True),
+        pytest.raises(KeyboardInterrupt),
+    ):
+        call_command("seed_demo", users=2, products=5, categories=3, stdout=StringIO())
+    assert fresh(api_client, url).json()["count"] == 3
 
 
 @pytest.mark.django_db(transaction=True)

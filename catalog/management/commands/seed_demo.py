@@ -16,7 +16,7 @@ from django.utils.text import slugify
 from accounts.models import User
 from catalog.invalidation import CATEGORY_WRITES, product_writes
 from config.bulkio import Progress, copy_rows
-from config.cache import bump_namespace, cache_namespaces_for_user_write
+from config.cache import bump_on_commit, cache_namespaces_for_user_write
 
 CATEGORY_NAMES = [
     "Electronics",
@@ -342,6 +342,8 @@ class Command(BaseCommand):
 
         with transaction.atomic():
             category_ids, new_categories = self._seed_categories(categories, now)
+            if new_categories:
+                bump_on_commit(*CATEGORY_WRITES)
         self.progress = Progress(
             self.stderr, total=users + products, enabled=options["verbosity"] >= 1
         )
@@ -355,11 +357,6 @@ class Command(BaseCommand):
             with connection.cursor() as cursor:
                 cursor.execute("ANALYZE accounts_user")
                 cursor.execute("ANALYZE catalog_product")
-        # COPY sends no signal: refresh cached reads (every batch has committed).
-        if new_users:
-            bump_namespace(*cache_namespaces_for_user_write(created=True))
-        if new_products or new_categories:
-            bump_namespace(*CATEGORY_WRITES, *product_writes())
         seconds = time.monotonic() - started
         if options["verbosity"] >= 1:
             login = (
@@ -388,7 +385,7 @@ class Command(BaseCommand):
         for start in range(0, users, CHUNK_ROWS):
             with transaction.atomic():
                 stop = min(start + CHUNK_ROWS, users)
-                new_users += self._insert(
+                added = self._insert(
                     "accounts_user",
                     _USER_COLUMNS,
                     functools.partial(
@@ -399,6 +396,11 @@ class Command(BaseCommand):
                     key_pattern=DEMO_EMAIL_PATTERN,
                     done=start,
                 )
+                new_users += added
+                if added:
+                    # COPY sends no signal: each committed chunk refreshes the
+                    # cached reads itself, so an interrupted run leaves none stale.
+                    bump_on_commit(*cache_namespaces_for_user_write(created=True))
         owner_ids = self._owner_ids(users) if products else []
         if products and not owner_ids:
             raise CommandError("Products need an owner: pass --users 1 or more.")
@@ -406,7 +408,7 @@ class Command(BaseCommand):
         for start in range(0, products, CHUNK_ROWS):
             with transaction.atomic():
                 stop = min(start + CHUNK_ROWS, products)
-                new_products += self._insert(
+                added = self._insert(
                     "catalog_product",
                     _PRODUCT_COLUMNS,
                     functools.partial(
@@ -423,6 +425,9 @@ class Command(BaseCommand):
                     key_pattern=DEMO_SKU_PATTERN,
                     done=users + start,
                 )
+                new_products += added
+                if added:
+                    bump_on_commit(*product_writes(created=True))
         return new_users, new_products
 
     def _seed_categories(self, count: int, now: datetime) -> tuple[list[int], int]:
