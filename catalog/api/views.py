@@ -39,6 +39,7 @@ from catalog.invalidation import (
     PRODUCT_LIST_READS,
     product_detail_reads,
 )
+from catalog.managers import API_VALUES
 from catalog.models import Category, Product
 from catalog.services import (
     CategoryInUse,
@@ -60,7 +61,10 @@ from config.api.mixins import (
     bulk_items,
     compute_etag,
 )
-from config.api.pagination import LimitOffsetOrCursorPagination
+from config.api.pagination import (
+    KeysetCursorPagination,
+    LimitOffsetOrCursorPagination,
+)
 from config.cache import CachedViewMixin
 
 
@@ -215,6 +219,17 @@ class ProductViewSet(
         if self.action in ("create", "update", "partial_update"):
             return ProductWriteSerializer
         return ProductSerializer
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        if KeysetCursorPagination.cursor_query_param in request.query_params:
+            return super().list(request, *args, **kwargs)  # keyed on instances
+        # Offset pages read flat values: no model instances for 20-100 rows
+        # and their categories and owners.
+        queryset = self.filter_queryset(self.get_queryset())
+        rows = self.paginate_queryset(queryset.values_list(*API_VALUES))
+        return self.get_paginated_response(
+            [product_row_representation(row) for row in rows]
+        )
 
     def filter_queryset(self, queryset: Any) -> Any:
         if self.action == "list" and self.request.query_params.keys().isdisjoint(
