@@ -220,7 +220,21 @@ def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
         if set(args.groups) & set(SERVER_GROUPS):
             _guard(runner, "ping again", runner.ping_again)
     if "serving" in args.groups:
-        _guard(runner, "serving", lambda: runner.serving([sync, gthread, granian]))
+        others = [
+            ServerConfig(
+                f"granian WSGI {args.granian_workers}x{args.granian_threads}, no front",
+                workers=args.granian_workers,
+                worker_class="granian-wsgi",
+                threads=args.granian_threads,
+            ),
+            ServerConfig(
+                f"granian raw ASGI x{args.granian_workers} (ceiling)",
+                workers=args.granian_workers,
+                worker_class="raw",
+            ),
+        ]
+        configs = [sync, gthread, granian, *others]
+        _guard(runner, "serving", lambda: runner.serving(configs))
     if "import" in args.groups:
         _guard(runner, "import", lambda: runner.imports(size))
 

@@ -114,7 +114,9 @@ class ServerConfig:
     """How the project is served: server model, processes, threads, connections.
 
     worker_class "granian" is the default server (`python -m config.serve`);
-    "sync" and "gthread" are gunicorn's workers (SERVER=gunicorn). threads=None
+    "granian-wsgi" runs Django on granian's WSGI threads without the front;
+    "sync" and "gthread" are gunicorn's workers (SERVER=gunicorn); "raw" is
+    granian serving bench/rawapp.py, a constant answer (the ceiling). threads=None
     leaves the server's own default.
     """
 
@@ -127,8 +129,12 @@ class ServerConfig:
     def env(self) -> dict[str, str]:
         """Return the environment variables selecting this configuration."""
         env = {"WORKERS": str(self.workers), "DB_CONNECTIONS": self.db_connections}
-        if self.worker_class == "granian":
+        if self.worker_class == "raw":
+            env["GRANIAN_WORKERS"] = str(self.workers)
+        elif self.worker_class.startswith("granian"):
             env["SERVER"] = "granian"
+            if self.worker_class == "granian-wsgi":
+                env["SERVER_INTERFACE"] = "wsgi"
             if self.threads:
                 env["SERVER_THREADS"] = str(self.threads)
         else:
@@ -136,6 +142,12 @@ class ServerConfig:
             env["GUNICORN_WORKER_CLASS"] = self.worker_class
             env["GUNICORN_THREADS"] = str(self.threads or 1)
         return env
+
+    def command(self) -> list[str]:
+        """Return the command that starts this server."""
+        if self.worker_class == "raw":
+            return [sys.executable, "-m", "granian", "--interface", "asginl"]
+        return [sys.executable, "-m", "config.serve"]
 
 
 @contextmanager
@@ -147,14 +159,18 @@ def server(stack: Stack, config: ServerConfig) -> Iterator[str]:
         **config.env(),
         HOST="127.0.0.1",
         PORT=str(port),
+        GRANIAN_PORT=str(port),
         PROMETHEUS_MULTIPROC_DIR=metrics_dir,
     )
     stack.log_path.parent.mkdir(parents=True, exist_ok=True)
     log = stack.log_path.open("ab")
     log.write(f"\n=== server {config} on port {port}\n".encode())
     log.flush()
+    command = config.command()
+    if config.worker_class == "raw":
+        command.append("bench.rawapp:application")
     process = subprocess.Popen(
-        [sys.executable, "-m", "config.serve"],
+        command,
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -86,11 +86,16 @@ def granian_options() -> dict[str, Any]:
     from granian.log import LogLevels
 
     level = os.environ.get("LOG_LEVEL", "INFO").lower()
+    # SERVER_INTERFACE=wsgi runs Django on granian's own WSGI threads, without
+    # the front (for comparison: /healthz then waits for a free thread).
+    wsgi = os.environ.get("SERVER_INTERFACE", "asgi") == "wsgi"
+    threads = int(os.environ.get("SERVER_THREADS", "4"))
     return {
-        "target": "config.serving:application",
+        "target": "config.wsgi:application" if wsgi else "config.serving:application",
         "address": os.environ.get("HOST", "127.0.0.1"),
         "port": int(os.environ.get("PORT", "8000")),
-        "interface": Interfaces.ASGI,
+        "interface": Interfaces.WSGI if wsgi else Interfaces.ASGI,
+        "blocking_threads": threads if wsgi else None,
         "workers": int(os.environ.get("WORKERS", "4")),
         "http": "1",
         "websockets": False,

@@ -2,6 +2,7 @@
 
 import contextlib
 import http.client
+import json
 import socket
 import threading
 import time
@@ -53,6 +54,26 @@ def test_two_requests_share_one_connection(served):
         assert conn.sock is sock  # http.client reconnects when the server closes
     finally:
         conn.close()
+
+
+def test_a_request_body_reaches_the_app_and_a_head_answer_has_none(served):
+    conn = http.client.HTTPConnection(*_address(served), timeout=10)
+    try:
+        body = json.dumps({"email": "not-an-email", "username": "u" * 5000})
+        conn.request(
+            "POST", "/api/v1/users/", body, {"Content-Type": "application/json"}
+        )
+        response = conn.getresponse()
+        errors = json.loads(response.read())
+        conn.request("HEAD", "/healthz")
+        head = conn.getresponse()
+        head_body = head.read()
+    finally:
+        conn.close()
+
+    assert response.status == 400
+    assert {"username", "password"} <= set(errors)  # the 5,000-byte name too
+    assert (head.status, head_body) == (200, b"")
 
 
 class _Drip:
