@@ -176,3 +176,26 @@ def test_gunicorn_first_workers_get_request_limits_a_quarter_apart():
 
     # Replacements serve the plain limit, so recycling stays a quarter apart.
     assert offsets == [0, 2_500, 5_000, 7_500, 0, 0, 0, 0]
+
+
+@pytest.mark.django_db
+def test_a_stopping_server_finishes_the_requests_it_started(tmp_path):
+    db = connection.settings_dict
+    dsn = f"postgresql://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
+    env = server_env(WORKERS="1", SERVER_THREADS=str(THREADS))
+    with (
+        psycopg.connect(f"{dsn}/{db['NAME']}") as blocker,
+        ThreadPoolExecutor(max_workers=THREADS) as pool,
+    ):
+        with app_server(env, tmp_path / "server.log") as url:
+            blocker.execute("LOCK TABLE catalog_product IN ACCESS EXCLUSIVE MODE")
+            paths = [f"/api/v1/products/{800_000_000 + i}/" for i in range(THREADS)]
+            started = [
+                pool.submit(http_get, f"{url}{path}", timeout=30) for path in paths
+            ]
+            time.sleep(1)  # both requests are in the handler threads
+            threading.Timer(2, blocker.rollback).start()
+        # Leaving app_server sent SIGTERM and waited for the server to exit.
+        answers = [future.result()[0] for future in started]
+
+    assert answers == [404] * THREADS
