@@ -222,6 +222,12 @@ def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
     if "serving" in args.groups:
         others = [
             ServerConfig(
+                f"granian ASGI {args.granian_workers}x{args.granian_threads}",
+                workers=args.granian_workers,
+                worker_class="granian-asgi",
+                threads=args.granian_threads,
+            ),
+            ServerConfig(
                 f"granian WSGI {args.granian_workers}x{args.granian_threads}, no front",
                 workers=args.granian_workers,
                 worker_class="granian-wsgi",

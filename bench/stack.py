@@ -114,7 +114,8 @@ class ServerConfig:
     """How the project is served: server model, processes, threads, connections.
 
     worker_class "granian" is the default server (`python -m config.serve`);
-    "granian-wsgi" runs Django on granian's WSGI threads without the front;
+    "granian-asgi" runs the front over ASGI instead of RSGI; "granian-wsgi"
+    runs Django on granian's WSGI threads without the front;
     "sync" and "gthread" are gunicorn's workers (SERVER=gunicorn); "raw" is
     granian serving bench/rawapp.py, a constant answer (the ceiling). threads=None
     leaves the server's own default.
@@ -133,8 +134,8 @@ class ServerConfig:
             env["GRANIAN_WORKERS"] = str(self.workers)
         elif self.worker_class.startswith("granian"):
             env["SERVER"] = "granian"
-            if self.worker_class == "granian-wsgi":
-                env["SERVER_INTERFACE"] = "wsgi"
+            if self.worker_class != "granian":
+                env["SERVER_INTERFACE"] = self.worker_class.removeprefix("granian-")
             if self.threads:
                 env["SERVER_THREADS"] = str(self.threads)
         else:

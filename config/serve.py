@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 SERVERS = ("granian", "gunicorn")
+INTERFACES = ("rsgi", "asgi", "wsgi")
 GUNICORN_COMMAND = ["gunicorn", "-c", "python:config.gunicorn", "config.wsgi"]
 
 
@@ -81,23 +82,27 @@ def max_requests_offset(age: int, worker_count: int, limit: int) -> int:
 
 def granian_options() -> dict[str, Any]:
     """Return the granian server options read from the environment."""
-    from granian.constants import Interfaces
+    from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
     level = os.environ.get("LOG_LEVEL", "INFO").lower()
-    # SERVER_INTERFACE=wsgi runs Django on granian's own WSGI threads, without
-    # the front (for comparison: /healthz then waits for a free thread).
-    wsgi = os.environ.get("SERVER_INTERFACE", "asgi") == "wsgi"
+    # rsgi (granian's own protocol) and asgi run config/serving.py's front;
+    # wsgi runs Django on granian's own WSGI threads, without the front (for
+    # comparison only: /healthz then waits for a free thread).
+    interface = os.environ.get("SERVER_INTERFACE", "rsgi")
+    if interface not in INTERFACES:
+        sys.exit(f"SERVER_INTERFACE must be one of {', '.join(INTERFACES)}")
+    wsgi = interface == "wsgi"
     threads = int(os.environ.get("SERVER_THREADS", "4"))
     return {
         "target": "config.wsgi:application" if wsgi else "config.serving:application",
         "address": os.environ.get("HOST", "127.0.0.1"),
         "port": int(os.environ.get("PORT", "8000")),
-        "interface": Interfaces.WSGI if wsgi else Interfaces.ASGI,
+        "interface": Interfaces(interface),
         "blocking_threads": threads if wsgi else None,
         "workers": int(os.environ.get("WORKERS", "4")),
-        "http": "1",
+        "http": HTTPModes.http1,
         "websockets": False,
         "http1_settings": HTTP1Settings(
             # A client has this long to send a request's headers; dripping

@@ -42,7 +42,7 @@ class _Input:
         self,
         body: bytes,
         more: bool,
-        receive: Receive,
+        receive: Receive | None,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._buffer = bytearray(body)
@@ -51,7 +51,7 @@ class _Input:
         self._loop = loop
 
     def _fill(self, size: int) -> None:
-        while self._more and (size < 0 or len(self._buffer) < size):
+        while self._more and self._receive and (size < 0 or len(self._buffer) < size):
             message = asyncio.run_coroutine_threadsafe(
                 self._receive(), self._loop
             ).result()
@@ -88,36 +88,62 @@ class _Input:
             yield line
 
 
-def _environ(scope: Scope, wsgi_input: _Input) -> dict[str, Any]:
-    """Return the WSGI environ of an ASGI HTTP scope (PEP 3333)."""
-    server = scope.get("server") or ("localhost", 80)
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": scope["method"],
+def _base_environ(wsgi_input: _Input) -> dict[str, Any]:
+    return {
         "SCRIPT_NAME": "",
-        "PATH_INFO": scope["path"].encode("utf-8").decode("latin-1"),
-        "QUERY_STRING": scope["query_string"].decode("latin-1"),
-        "SERVER_NAME": server[0],
-        "SERVER_PORT": str(server[1] or 80),
-        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scope.get("scheme", "http"),
         "wsgi.input": wsgi_input,
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": True,
         "wsgi.multiprocess": True,
         "wsgi.run_once": False,
     }
+
+
+def _add_header(environ: dict[str, Any], name: str, value: str) -> None:
+    key = name.upper().replace("-", "_")
+    if key not in {"CONTENT_LENGTH", "CONTENT_TYPE"}:
+        key = "HTTP_" + key
+    environ[key] = f"{environ[key]},{value}" if key in environ else value
+
+
+def _environ(scope: Scope, wsgi_input: _Input) -> dict[str, Any]:
+    """Return the WSGI environ of an ASGI HTTP scope (PEP 3333)."""
+    server = scope.get("server") or ("localhost", 80)
+    environ = _base_environ(wsgi_input)
+    environ.update(
+        REQUEST_METHOD=scope["method"],
+        PATH_INFO=scope["path"].encode("utf-8").decode("latin-1"),
+        QUERY_STRING=scope["query_string"].decode("latin-1"),
+        SERVER_NAME=server[0],
+        SERVER_PORT=str(server[1] or 80),
+        SERVER_PROTOCOL=f"HTTP/{scope.get('http_version', '1.1')}",
+    )
+    environ["wsgi.url_scheme"] = scope.get("scheme", "http")
     client = scope.get("client")
     if client:
         environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = client[0], str(client[1])
-    for raw_name, raw_value in scope["headers"]:
-        name = raw_name.decode("latin-1").upper().replace("-", "_")
-        if name not in {"CONTENT_LENGTH", "CONTENT_TYPE"}:
-            name = "HTTP_" + name
-        value = raw_value.decode("latin-1")
-        if name in environ:
-            value = f"{environ[name]},{value}"
-        environ[name] = value
+    for name, value in scope["headers"]:
+        _add_header(environ, name.decode("latin-1"), value.decode("latin-1"))
+    return environ
+
+
+def _rsgi_environ(scope: Any, wsgi_input: _Input) -> dict[str, Any]:
+    """Return the WSGI environ of a granian RSGI scope."""
+    server_name, _, server_port = scope.server.rpartition(":")
+    environ = _base_environ(wsgi_input)
+    environ.update(
+        REQUEST_METHOD=scope.method,
+        PATH_INFO=scope.path.encode("utf-8").decode("latin-1"),
+        QUERY_STRING=scope.query_string,
+        SERVER_NAME=server_name,
+        SERVER_PORT=server_port,
+        SERVER_PROTOCOL=f"HTTP/{scope.http_version}",
+    )
+    environ["wsgi.url_scheme"] = scope.scheme
+    environ["REMOTE_ADDR"], _, environ["REMOTE_PORT"] = scope.client.rpartition(":")
+    for name, value in scope.headers.items():
+        _add_header(environ, name, value)
     return environ
 
 
@@ -128,7 +154,7 @@ class _Response:
 
     def __init__(self) -> None:
         self.status = 500
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: list[tuple[str, str]] = []
         self.body: list[bytes] = []
         self.streamed = False
 
@@ -136,15 +162,87 @@ class _Response:
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
     ) -> Callable[[bytes], None]:
         self.status = int(status.split(" ", 1)[0])
-        self.headers = [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in headers
-        ]
+        self.headers = headers
         return self.body.append
+
+    def asgi_headers(self) -> list[tuple[bytes, bytes]]:
+        return [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in self.headers
+        ]
+
+
+class _Streamer:
+    """Send a large answer from the handler thread, through the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def _wait(self, coroutine: Awaitable[Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def start(self, response: _Response) -> None:
+        raise NotImplementedError
+
+    def send(self, chunk: bytes, *, more: bool) -> None:
+        raise NotImplementedError
+
+
+class _ASGIStreamer(_Streamer):
+    def __init__(self, loop: asyncio.AbstractEventLoop, send: Send) -> None:
+        super().__init__(loop)
+        self._send = send
+
+    def start(self, response: _Response) -> None:
+        start = {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": response.asgi_headers(),
+        }
+        self._wait(self._send(start))
+
+    def send(self, chunk: bytes, *, more: bool) -> None:
+        message = {"type": "http.response.body", "body": chunk, "more_body": more}
+        self._wait(self._send(message))
+
+
+class _RSGIStreamer(_Streamer):
+    def __init__(self, loop: asyncio.AbstractEventLoop, protocol: Any) -> None:
+        super().__init__(loop)
+        self._protocol = protocol
+        self._transport: Any = None
+
+    def start(self, response: _Response) -> None:
+        async def start() -> Any:
+            return self._protocol.response_stream(response.status, response.headers)
+
+        self._transport = self._wait(start())
+
+    def send(self, chunk: bytes, *, more: bool) -> None:
+        if chunk:
+            self._wait(self._transport.send_bytes(chunk))
+
+
+def _chunks_receive(protocol: Any) -> Receive:
+    """Return an ASGI-style receive() over an RSGI body's chunks."""
+    chunks = protocol.__aiter__()
+
+    async def receive() -> dict[str, Any]:
+        try:
+            chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    return receive
 
 
 class ServingApp:
-    """Run the WSGI app in a bounded pool of handler threads; LOOP_PATHS inline."""
+    """Run the WSGI app in a bounded pool of handler threads; LOOP_PATHS inline.
+
+    It speaks ASGI (any ASGI server) and RSGI, granian's own protocol, which
+    costs less per request (the default).
+    """
 
     def __init__(self, wsgi_app: WSGIApp, *, threads: int) -> None:
         self.wsgi_app = wsgi_app
@@ -156,6 +254,34 @@ class ServingApp:
         # The inline paths always run in one context, as a handler thread does,
         # so what Django keeps in context-local storage lasts between requests.
         self._loop_context = contextvars.copy_context()
+
+    # --- RSGI (granian) ---
+
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        """Serve one RSGI HTTP request."""
+        if scope.proto != "http":
+            return
+        loop = asyncio.get_running_loop()
+        length = int(scope.headers.get("content-length") or 0)
+        # The body is read here, off the handler threads, so a slow upload
+        # holds no thread; only an oversized one streams to the handler.
+        if length > self.body_limit:
+            wsgi_input = _Input(b"", True, _chunks_receive(protocol), loop)
+        else:
+            wsgi_input = _Input(await protocol() if length else b"", False, None, loop)
+        environ = _rsgi_environ(scope, wsgi_input)
+        response = await self._dispatch(
+            environ, scope.path, scope.method, _RSGIStreamer(loop, protocol)
+        )
+        if not response.streamed:
+            body = b"" if scope.method == "HEAD" else b"".join(response.body)
+            protocol.response_bytes(response.status, response.headers, body)
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let the handler threads go when the worker stops."""
+        self.executor.shutdown(wait=False)
+
+    # --- ASGI ---
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope."""
@@ -179,8 +305,6 @@ class ServingApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
         body, more = bytearray(), True
-        # The whole body is read here, off the handler threads, so a slow
-        # upload holds no thread; only an oversized one streams to the handler.
         while more and len(body) <= self.body_limit:
             message = await receive()
             if message["type"] != "http.request":
@@ -188,32 +312,35 @@ class ServingApp:
             body += message.get("body", b"")
             more = message.get("more_body", False)
         environ = _environ(scope, _Input(bytes(body), more, receive, loop))
-        if scope["path"] in LOOP_PATHS and scope["method"] in {"GET", "HEAD"}:
-            response = self._loop_context.run(self._run, environ, None, None)
-        else:
-            response = await loop.run_in_executor(
-                self.executor, self._run, environ, loop, send
-            )
+        response = await self._dispatch(
+            environ, scope["path"], scope["method"], _ASGIStreamer(loop, send)
+        )
         if response.streamed:
             return
         await send(
             {
                 "type": "http.response.start",
                 "status": response.status,
-                "headers": response.headers,
+                "headers": response.asgi_headers(),
             }
         )
         payload = b"" if scope["method"] == "HEAD" else b"".join(response.body)
         await send({"type": "http.response.body", "body": payload})
 
-    def _run(
-        self,
-        environ: dict[str, Any],
-        loop: asyncio.AbstractEventLoop | None,
-        send: Send | None,
+    # --- both ---
+
+    async def _dispatch(
+        self, environ: dict[str, Any], path: str, method: str, streamer: _Streamer
     ) -> _Response:
+        if path in LOOP_PATHS and method in {"GET", "HEAD"}:
+            return self._loop_context.run(self._run, environ, None)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self._run, environ, streamer)
+
+    def _run(self, environ: dict[str, Any], streamer: _Streamer | None) -> _Response:
         """Call the WSGI app; stream from this thread if the answer is large."""
         response = _Response()
+        head = environ["REQUEST_METHOD"] == "HEAD"
         size = 0
         try:
             chunks = self.wsgi_app(environ, response.start_response)
@@ -222,13 +349,17 @@ class ServingApp:
                     if not chunk:
                         continue
                     if response.streamed:
-                        if environ["REQUEST_METHOD"] != "HEAD":
-                            self._send(loop, send, chunk, more=True)
+                        if not head:
+                            streamer.send(chunk, more=True)  # type: ignore[union-attr]
                         continue
                     response.body.append(chunk)
                     size += len(chunk)
-                    if size > RESPONSE_BUFFER_BYTES and loop and send:
-                        self._start_streaming(loop, send, response, environ)
+                    if size > RESPONSE_BUFFER_BYTES and streamer is not None:
+                        streamer.start(response)
+                        response.streamed = True
+                        if not head:
+                            streamer.send(b"".join(response.body), more=True)
+                        response.body = []
             finally:
                 close = getattr(chunks, "close", None)
                 if close is not None:
@@ -242,40 +373,9 @@ class ServingApp:
                 "500 Internal Server Error", [("Content-Type", "application/json")]
             )
             response.body = [b'{"detail": "Internal server error."}']
-        if response.streamed:
-            self._send(loop, send, b"", more=False)
+        if response.streamed and streamer is not None:
+            streamer.send(b"", more=False)
         return response
-
-    def _start_streaming(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        send: Send,
-        response: _Response,
-        environ: dict[str, Any],
-    ) -> None:
-        start = {
-            "type": "http.response.start",
-            "status": response.status,
-            "headers": response.headers,
-        }
-        asyncio.run_coroutine_threadsafe(send(start), loop).result()
-        response.streamed = True
-        if environ["REQUEST_METHOD"] != "HEAD":
-            self._send(loop, send, b"".join(response.body), more=True)
-        response.body = []
-
-    @staticmethod
-    def _send(
-        loop: asyncio.AbstractEventLoop | None,
-        send: Send | None,
-        chunk: bytes,
-        *,
-        more: bool,
-    ) -> None:
-        if loop is None or send is None:  # inline paths never stream
-            return
-        message = {"type": "http.response.body", "body": chunk, "more_body": more}
-        asyncio.run_coroutine_threadsafe(send(message), loop).result()
 
 
 application = ServingApp(django_application, threads=settings.SERVER_THREADS)
