@@ -1,5 +1,6 @@
 """The default server (`python -m config.serve`): keep-alive, slow clients, probes."""
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -15,6 +16,7 @@ import pytest
 from django.db import connection
 
 from config.serve import granian_options, max_requests_offset, staggered_births
+from config.serving import ServingApp
 from tests.config.test_gunicorn import app_server, http_get, server_env
 
 # One worker with two handler threads: a handful of requests occupies them all.
@@ -199,3 +201,52 @@ def test_a_stopping_server_finishes_the_requests_it_started(tmp_path):
         answers = [future.result()[0] for future in started]
 
     assert answers == [404] * THREADS
+
+
+def _asgi_call(app: ServingApp, method: str, body: bytes = b"") -> list[dict]:
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": "/big",
+        "query_string": b"",
+        "headers": [(b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop(0)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def test_a_large_answer_streams_and_an_app_error_is_a_json_500():
+    chunk = b"x" * 700_000
+
+    def wsgi_app(environ, start_response):
+        if environ["wsgi.input"].read() == b"boom":
+            raise RuntimeError("boom")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [chunk, chunk, chunk]
+
+    app = ServingApp(wsgi_app, threads=1)
+    try:
+        streamed = _asgi_call(app, "GET")
+        head = _asgi_call(app, "HEAD")
+        failed = _asgi_call(app, "POST", b"boom")
+    finally:
+        app.executor.shutdown()
+
+    assert streamed[0]["status"] == 200
+    assert b"".join(m.get("body", b"") for m in streamed[1:]) == chunk * 3
+    assert len(streamed) > 3 and streamed[-1]["more_body"] is False
+    assert head[0]["status"] == 200
+    assert b"".join(m.get("body", b"") for m in head[1:]) == b""
+    assert failed[0]["status"] == 500
+    assert json.loads(failed[1]["body"]) == {"detail": "Internal server error."}
