@@ -1,4 +1,4 @@
-"""ASGI front of the Django WSGI app, served by granian (`python -m config.serve`).
+"""The front of the Django WSGI app under granian (`python -m config.serve`).
 
 The server reads requests asynchronously (in Rust), so a client that drips its
 headers or body holds no Python thread. A request reaches a handler thread only
@@ -72,7 +72,7 @@ class _Input:
         return data
 
     def readline(self, size: int = -1) -> bytes:
-        while b"\n" not in self._buffer and self._more:
+        while b"\n" not in self._buffer and self._more and self._receive:
             if 0 <= size <= len(self._buffer):
                 break
             self._fill(len(self._buffer) + 65536)
