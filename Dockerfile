@@ -43,5 +43,6 @@ USER app
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=2)"]
-# The same command as `make run` and the tests (tests/config/test_gunicorn.py).
-CMD ["gunicorn", "-c", "python:config.gunicorn", "config.wsgi"]
+# The same command as `make run` and the tests (tests/config/test_serving.py):
+# granian by default, gunicorn with SERVER=gunicorn.
+CMD ["python", "-m", "config.serve"]

@@ -64,7 +64,7 @@ run: install .env
 	echo ""; \
 	$(MANAGE) db_worker & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
-	$(VENV)/bin/gunicorn -c python:config.gunicorn config.wsgi
+	$(PY) -m config.serve
 
 lint: install
 	$(VENV)/bin/ruff check .

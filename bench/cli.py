@@ -17,7 +17,7 @@ from bench.mix import Mix, MixOptions, Side
 from bench.mix import rows as mix_rows
 from bench.report import render_text, write_markdown
 from bench.scenarios import Options, Runner
-from bench.stack import RESULTS_DIR, ROOT, ServerConfig, Stack, gunicorn
+from bench.stack import RESULTS_DIR, ROOT, ServerConfig, Stack, server
 from bench.wrk import ensure_wrk
 
 GROUPS = [
@@ -27,7 +27,7 @@ GROUPS = [
     "users",
     "products",
     "mix",
-    "gunicorn",
+    "serving",
     "import",
 ]
 SERVER_GROUPS = ["admin", "cache", "mixed", "users", "products"]
@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description=(
-            "Start gunicorn with production settings against a scratch database "
+            "Serve the app with production settings against a scratch database "
             "(seeded to the requested size, reused when it already matches), drive "
             "it with wrk and print one table. ping (/healthz) always runs: every "
             "ratio is taken against it."
@@ -90,9 +90,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--server",
-        choices=["sync", "gthread"],
-        default="sync",
-        help="configuration serving every group but gunicorn (default sync)",
+        choices=["granian", "sync", "gthread"],
+        default="granian",
+        help="configuration serving every group but serving (default granian)",
+    )
+    parser.add_argument(
+        "--granian-workers", type=int, default=2, help="granian worker processes"
+    )
+    parser.add_argument(
+        "--granian-threads", type=int, default=4, help="threads per granian worker"
     )
     parser.add_argument("--workers", type=int, default=3, help="sync workers")
     parser.add_argument(
@@ -284,17 +290,26 @@ def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
     stack.flush_cache()
     runner = Runner(stack, options, _log)
     runner.sample = data.sample(stack, seed=args.seed)
-    sync = ServerConfig(f"sync x{args.workers}, persistent", workers=args.workers)
+    sync = ServerConfig(
+        f"gunicorn sync x{args.workers}, persistent",
+        workers=args.workers,
+        worker_class="sync",
+    )
     gthread = ServerConfig(
-        f"gthread {args.gthread_workers}x{args.threads}, pool",
+        f"gunicorn gthread {args.gthread_workers}x{args.threads}, pool",
         workers=args.gthread_workers,
         worker_class="gthread",
         threads=args.threads,
         db_connections="pool",
     )
-    main_config = sync if args.server == "sync" else gthread
-    _log(f"serving with gunicorn ({main_config.label})")
-    with gunicorn(stack, main_config) as base_url:
+    granian = ServerConfig(
+        f"granian {args.granian_workers}x{args.granian_threads}",
+        workers=args.granian_workers,
+        threads=args.granian_threads,
+    )
+    main_config = {"granian": granian, "sync": sync, "gthread": gthread}[args.server]
+    _log(f"serving with {main_config.label}")
+    with server(stack, main_config) as base_url:
         runner.use_server(base_url)
         _guard(runner, "ping", runner.ping)
         steps = {
@@ -313,8 +328,28 @@ def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
             _guard(runner, "ping again", runner.ping_again)
     if "mix" in args.groups:
         _guard(runner, "mix", lambda: _mix(args, runner, main_config, sync))
-    if "gunicorn" in args.groups:
-        _guard(runner, "gunicorn", lambda: runner.gunicorn_workers([sync, gthread]))
+    if "serving" in args.groups:
+        others = [
+            ServerConfig(
+                f"granian ASGI {args.granian_workers}x{args.granian_threads}",
+                workers=args.granian_workers,
+                worker_class="granian-asgi",
+                threads=args.granian_threads,
+            ),
+            ServerConfig(
+                f"granian WSGI {args.granian_workers}x{args.granian_threads}, no front",
+                workers=args.granian_workers,
+                worker_class="granian-wsgi",
+                threads=args.granian_threads,
+            ),
+            ServerConfig(
+                f"granian raw ASGI x{args.granian_workers} (ceiling)",
+                workers=args.granian_workers,
+                worker_class="raw",
+            ),
+        ]
+        configs = [sync, gthread, granian, *others]
+        _guard(runner, "serving", lambda: runner.serving(configs))
     if "import" in args.groups:
         _guard(runner, "import", lambda: runner.imports(size))
 
@@ -331,7 +366,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
     context = [
         f"Data: {size.products:,} products, {size.users:,} users, "
         f"{size.categories} categories (seed {size.seed}); commit {commit or '?'}.",
-        f"Server: gunicorn {main_config.label} unless the row says otherwise; "
+        f"Server: {main_config.label} unless the row says otherwise; "
         f"DEBUG=False; database {stack.database!r}; Redis {stack.redis_url}.",
         f"Load: wrk -t1 -c{args.connections} (admin -c{args.admin_connections}), "
         f"{args.duration} s per run, median of {args.repeat} runs (cached "

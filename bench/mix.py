@@ -32,7 +32,7 @@ from bench.stack import (
     ROOT,
     ServerConfig,
     Stack,
-    gunicorn,
+    server,
 )
 from bench.wrk import LUA_DIR, ensure_wrk
 
@@ -312,7 +312,7 @@ class Mix:
             with ExitStack() as servers:
                 urls = [
                     servers.enter_context(
-                        gunicorn(self.stack, side.config, root=side.root)
+                        server(self.stack, side.config, root=side.root)
                     )
                     for side in sides
                 ]

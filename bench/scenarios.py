@@ -31,7 +31,7 @@ from bench.stack import (
     ROOT,
     ServerConfig,
     Stack,
-    gunicorn,
+    server,
 )
 from bench.wrk import WrkResult, run_wrk
 
@@ -700,12 +700,15 @@ class Runner:
             self.add(row)
             self.add(single_row)
 
-    def gunicorn_workers(self, configs: list[ServerConfig]) -> None:
-        """Compare worker models on ping and on uncached product detail (issue 7).
+    def serving(self, configs: list[ServerConfig]) -> None:
+        """Compare server models on keep-alive ping and authenticated uncached detail.
 
-        Both servers run side by side and the wrk runs alternate between them
-        (A ping, A detail, B ping, B detail, then again), so drift in the
-        machine's load hits both alike.
+        All servers run side by side and the wrk runs alternate between them
+        (each repeat starts with a different server), so drift in the
+        machine's load hits every model alike. The first configuration is
+        the reference (today's sync gunicorn); each row gives its ratio to it,
+        from the same run. wrk keeps its connections alive: a server that
+        closes them pays for a new connection per request.
         """
         sample = self.sample
         assert sample is not None
@@ -714,52 +717,71 @@ class Runner:
         probe_paths, wrk_paths = detail[-options.probe :], detail[: -options.probe]
         ping_file = self._paths_file(["/healthz"])
         detail_file = self._paths_file(wrk_paths)
+        kinds = ("ping", "detail")
+        # The constant answer of the raw server has no product detail.
+        measured = {
+            c.label: kinds[:1] if c.worker_class == "raw" else kinds for c in configs
+        }
         with ExitStack() as servers:
             urls = {
-                c.label: servers.enter_context(gunicorn(self.stack, c)) for c in configs
+                c.label: servers.enter_context(server(self.stack, c)) for c in configs
             }
+            headers: dict[str, str] = {}
             server_ms: dict[str, float | None] = {}
             for label, url in urls.items():
+                if "detail" not in measured[label]:
+                    continue
                 self.use_server(url)
-                self.require(detail[0])
+                headers = headers or self.bearer("user")
+                self.require(detail[0], headers)
                 self.stack.flush_cache()
-                server_ms[label], _, _ = self.probe(probe_paths)
+                server_ms[label], _, _ = self.probe(probe_paths, headers)
             runs: dict[str, dict[str, list[WrkResult]]] = {
-                label: {"ping": [], "detail": []} for label in urls
+                label: {kind: [] for kind in measured[label]} for label in urls
             }
-            for _ in range(options.repeat):
-                for label, url in urls.items():
-                    for kind, paths_file in (
-                        ("ping", ping_file),
-                        ("detail", detail_file),
+            order = list(urls)
+            for repeat in range(options.repeat):
+                shift = repeat % len(order)
+                for label in order[shift:] + order[:shift]:
+                    for kind, paths_file in zip(
+                        measured[label], (ping_file, detail_file), strict=False
                     ):
                         self.stack.flush_cache()
                         runs[label][kind].append(
                             run_wrk(
-                                base_url=url,
+                                base_url=urls[label],
                                 paths_file=paths_file,
                                 duration_s=options.duration,
                                 connections=options.connections,
+                                headers=headers if kind == "detail" else None,
                             )
                         )
-        first: dict[str, float] = {}
-        for label, kinds in runs.items():
-            ping_rps = statistics.median(r.rps for r in kinds["ping"])
+        reference: dict[str, float] = {}
+        for label, results_by_kind in runs.items():
+            ping_rps = statistics.median(r.rps for r in results_by_kind["ping"])
             for kind, name in (
-                ("ping", f"ping [{label}]"),
-                ("detail", f"product detail uncached [{label}]"),
+                ("ping", f"ping keep-alive [{label}]"),
+                ("detail", f"product detail uncached, authenticated [{label}]"),
             ):
-                results = kinds[kind]
+                if kind not in results_by_kind:
+                    continue
+                results = results_by_kind[kind]
                 rps = statistics.median(r.rps for r in results)
-                notes = []
+                notes = [
+                    f"median of {len(results)}: "
+                    + " / ".join(f"{r.rps:,.0f}" for r in results)
+                ]
                 if kind == "detail":
                     notes.append("x ping: this server's ping")
                     if max(r.requests for r in results) > len(wrk_paths):
                         notes.append("keys wrapped: some requests may have hit")
-                if kind in first:
-                    notes.append(f"{rps / first[kind]:.2f}x the first configuration")
+                if kind in reference:
+                    ratio = rps / reference[kind]
+                    notes.append(f"{ratio:.2f}x {configs[0].label}")
+                    if kind == "ping" and measured[label] == kinds:
+                        notes.append(target(ratio, 2, below=False, label="x today"))
                 else:
-                    first[kind] = rps
+                    reference[kind] = rps
                 self.add(
                     Row(
                         name,

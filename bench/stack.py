@@ -1,4 +1,4 @@
-"""The system under test: scratch database, Redis db and a gunicorn server."""
+"""The system under test: scratch database, Redis db and the served app."""
 
 from __future__ import annotations
 
@@ -111,30 +111,53 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """How gunicorn runs: worker class, processes, threads, connection handling."""
+    """How the project is served: server model, processes, threads, connections.
+
+    worker_class "granian" is the default server (`python -m config.serve`);
+    "granian-asgi" runs the front over ASGI instead of RSGI; "granian-wsgi"
+    runs Django on granian's WSGI threads without the front;
+    "sync" and "gthread" are gunicorn's workers (SERVER=gunicorn); "raw" is
+    granian serving bench/rawapp.py, a constant answer (the ceiling). threads=None
+    leaves the server's own default.
+    """
 
     label: str
     workers: int
-    worker_class: str = "sync"
-    threads: int = 1
+    worker_class: str = "granian"
+    threads: int | None = None
     db_connections: str = "persistent"
 
     def env(self) -> dict[str, str]:
         """Return the environment variables selecting this configuration."""
-        return {
-            "WORKERS": str(self.workers),
-            "GUNICORN_WORKER_CLASS": self.worker_class,
-            "GUNICORN_THREADS": str(self.threads),
-            "DB_CONNECTIONS": self.db_connections,
-        }
+        env = {"WORKERS": str(self.workers), "DB_CONNECTIONS": self.db_connections}
+        if self.worker_class == "raw":
+            env["GRANIAN_WORKERS"] = str(self.workers)
+        elif self.worker_class.startswith("granian"):
+            env["SERVER"] = "granian"
+            if self.worker_class != "granian":
+                env["SERVER_INTERFACE"] = self.worker_class.removeprefix("granian-")
+            if self.threads:
+                env["SERVER_THREADS"] = str(self.threads)
+        else:
+            env["SERVER"] = "gunicorn"
+            env["GUNICORN_WORKER_CLASS"] = self.worker_class
+            env["GUNICORN_THREADS"] = str(self.threads or 1)
+        return env
+
+    def command(self) -> list[str]:
+        """Return the command that starts this server."""
+        if self.worker_class == "raw":
+            return [sys.executable, "-m", "granian", "--interface", "asginl"]
+        return [sys.executable, "-m", "config.serve"]
 
 
 @contextmanager
-def gunicorn(stack: Stack, config: ServerConfig, *, root: Path = ROOT) -> Iterator[str]:
-    """Serve the project with gunicorn; yield its base URL, stop it on exit.
+def server(stack: Stack, config: ServerConfig, *, root: Path = ROOT) -> Iterator[str]:
+    """Serve the project as `make run` does; yield its base URL, stop it on exit.
 
     *root* serves another checkout of the project (a baseline commit) with this
-    environment's Python packages.
+    environment's Python packages; an older checkout has no `config.serve`,
+    so gunicorn is started directly there.
     """
     port = free_port()
     metrics_dir = tempfile.mkdtemp(prefix="bench-prom-")
@@ -142,19 +165,25 @@ def gunicorn(stack: Stack, config: ServerConfig, *, root: Path = ROOT) -> Iterat
         **config.env(),
         HOST="127.0.0.1",
         PORT=str(port),
+        GRANIAN_PORT=str(port),
         PROMETHEUS_MULTIPROC_DIR=metrics_dir,
     )
     stack.log_path.parent.mkdir(parents=True, exist_ok=True)
     log = stack.log_path.open("ab")
-    log.write(f"\n=== gunicorn {config} from {root} on port {port}\n".encode())
+    log.write(f"\n=== server {config} from {root} on port {port}\n".encode())
     log.flush()
-    process = subprocess.Popen(
-        [
+    command = config.command()
+    if root != ROOT:
+        command = [
             str(Path(sys.executable).parent / "gunicorn"),
             "-c",
             "python:config.gunicorn",
             "config.wsgi",
-        ],
+        ]
+    elif config.worker_class == "raw":
+        command.append("bench.rawapp:application")
+    process = subprocess.Popen(
+        command,
         cwd=root,
         env=env,
         stdout=log,
@@ -171,10 +200,14 @@ def gunicorn(stack: Stack, config: ServerConfig, *, root: Path = ROOT) -> Iterat
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         log.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+# The name the other groups use: it starts whatever ServerConfig says.
+gunicorn = server
 
 
 def stack_log() -> Path:
@@ -189,7 +222,7 @@ def _wait_healthy(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(
-                f"gunicorn exited with {process.returncode}; see {stack_log()}"
+                f"the server exited with {process.returncode}; see {stack_log()}"
             )
         try:
             with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:  # noqa: S310
@@ -198,4 +231,4 @@ def _wait_healthy(
         except OSError:
             pass
         time.sleep(0.3)
-    raise RuntimeError("gunicorn did not answer /healthz in time")
+    raise RuntimeError("the server did not answer /healthz in time")

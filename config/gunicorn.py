@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from gunicorn.glogging import Logger
+
+from config.serve import empty_metrics_dir, max_requests_offset, prepare_metrics_dir
 
 # --- Workers ---
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
@@ -43,6 +43,8 @@ graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 
 # --- Recycling and request limits ---
+# The first workers get limits spread over one more max_requests (pre_fork),
+# so that workers sharing the load evenly are not recycled together.
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "10000"))
 max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "1000"))
 limit_request_line = 8190
@@ -101,23 +103,19 @@ logger_class = JSONAccessLogger
 # Every worker writes its samples to files in this directory and /metrics
 # sums them. It must be set before a worker imports prometheus_client, hence
 # here, in the master's configuration, which the workers inherit.
-_owns_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-if _owns_metrics_dir:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(
-        Path(tempfile.gettempdir()) / f"prometheus-gunicorn-{os.getpid()}"
-    )
-# Commands such as --check-config load the app without running on_starting.
-Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+_owns_metrics_dir = prepare_metrics_dir()
 
 
 def on_starting(server: Any) -> None:
     """Empty the metrics directory: samples of a previous run must not count."""
-    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    if directory.is_dir():
-        for entry in directory.iterdir():
-            if entry.is_file():
-                entry.unlink()
-    directory.mkdir(parents=True, exist_ok=True)
+    empty_metrics_dir()
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """Stagger the first workers' request limits (see max_requests_offset)."""
+    worker.max_requests += max_requests_offset(
+        worker.age, server.num_workers, max_requests
+    )
 
 
 def post_fork(server: Any, worker: Any) -> None:

@@ -366,6 +366,8 @@ SECURE_CSP = {
 
 # --- Operations ---
 WORKERS = env.int("WORKERS", default=4)
+# Handler threads per worker process under granian (config/serving.py).
+SERVER_THREADS = env.int("SERVER_THREADS", default=4)
 MAX_CONNECTIONS = env.int("MAX_CONNECTIONS", default=1000)
 PROMETHEUS_EXPORT_MIGRATIONS = False
 # /metrics answers peers in these networks (CIDR list) or a matching bearer token.

@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from accounts.tasks import send_welcome_email
-from tests.config.test_gunicorn import BASE_DIR, GUNICORN_COMMAND
+from tests.config.test_gunicorn import BASE_DIR, SERVE_COMMAND
 from tests.factories import UserFactory
 
 COMPOSE = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())
@@ -23,7 +23,7 @@ DOCKERFILE = (BASE_DIR / "Dockerfile").read_text()
 MAKEFILE = (BASE_DIR / "Makefile").read_text()
 NGINX = (BASE_DIR / "docker" / "nginx.conf").read_text()
 APP_ENV = SERVICES["api"]["environment"]
-GUNICORN_ARGS = ["gunicorn", *GUNICORN_COMMAND[1:]]
+SERVE_ARGS = ["python", *SERVE_COMMAND[1:]]
 WORKER_ARGS = ["python", "manage.py", "db_worker"]
 
 
@@ -55,9 +55,9 @@ def test_every_service_has_resource_limits():
 
 
 def test_api_and_worker_run_the_commands_the_tests_and_makefile_run():
-    assert SERVICES["api"]["command"] == GUNICORN_ARGS
-    assert json.loads(_dockerfile_instruction("CMD")) == GUNICORN_ARGS
-    assert " ".join(GUNICORN_COMMAND[1:]) in MAKEFILE
+    assert SERVICES["api"]["command"] == SERVE_ARGS
+    assert json.loads(_dockerfile_instruction("CMD")) == SERVE_ARGS
+    assert "$(PY) " + " ".join(SERVE_COMMAND[1:]) in MAKEFILE
     assert SERVICES["worker"]["command"] == WORKER_ARGS
     assert "$(MANAGE) db_worker" in MAKEFILE and "MANAGE := $(PY) manage.py" in MAKEFILE
 
@@ -84,34 +84,32 @@ def test_postgres_and_redis_are_tuned_as_designed():
     assert redis[redis.index("--maxmemory-policy") + 1] == "allkeys-lru"
 
 
-@pytest.mark.parametrize("mode", ["persistent", "pool"])
-def test_connection_budget_stays_under_max_connections(mode):
-    """Replicas x workers x connections per worker, plus worker and init, fit."""
+def test_connection_budget_stays_under_max_connections():
+    """Replicas x workers x handler threads, plus worker and init, fit."""
     replicas = SERVICES["api"]["deploy"]["replicas"]
     workers = int(APP_ENV["WORKERS"])
-    threads = int(APP_ENV.get("GUNICORN_THREADS", "1"))
-    if mode == "pool":
-        per_worker = int(APP_ENV["DB_POOL_SIZE"]) + int(APP_ENV["DB_MAX_OVERFLOW"])
-        # More than one connection per thread would only sit idle.
-        assert per_worker <= threads
-    else:
-        per_worker = threads  # one persistent connection per thread
+    # One persistent connection per handler thread; /healthz, on the event
+    # loop, never opens one.
+    assert APP_ENV["DB_CONNECTIONS"] == "persistent"
+    per_worker = int(APP_ENV["SERVER_THREADS"])
     budget = replicas * workers * per_worker + 1 + 1  # task worker, init
     reserved = 3  # PostgreSQL's superuser_reserved_connections
     assert budget <= int(_postgres_setting("max_connections")) - reserved
 
 
-def test_the_api_runs_threaded_workers_with_the_pool():
-    assert APP_ENV["GUNICORN_WORKER_CLASS"] == "gthread"
-    assert APP_ENV["DB_CONNECTIONS"] == "pool"
-    # A 503 during an outage waits at most this long for a pooled connection.
-    assert int(APP_ENV["DB_POOL_TIMEOUT"]) <= 5
+def test_the_api_runs_the_default_server_with_keep_alive_below_nginx():
+    assert "SERVER" not in APP_ENV  # granian, as `make run` and the image
+    # nginx drops an idle upstream connection before the server would.
+    idle = re.search(r"upstream api \{[^}]*keepalive_timeout (\d+)s;", NGINX)
+    assert idle and int(idle.group(1)) < 10  # SERVER_HEADER_TIMEOUT's default
+    assert SERVICES["api"]["sysctls"]["net.ipv4.tcp_migrate_req"] == 1
 
 
-def test_every_app_variable_is_read_by_settings_or_gunicorn():
-    sources = (BASE_DIR / "config" / "settings.py").read_text() + (
-        BASE_DIR / "config" / "gunicorn.py"
-    ).read_text()
+def test_every_app_variable_is_read_by_settings_or_the_server():
+    sources = "".join(
+        (BASE_DIR / "config" / name).read_text()
+        for name in ("settings.py", "gunicorn.py", "serve.py")
+    )
     for name in APP_ENV:
         assert f'"{name}"' in sources, name
 

@@ -17,8 +17,8 @@ import pytest
 
 from tests.config.test_gunicorn import (
     BASE_DIR,
+    app_server,
     free_port,
-    gunicorn_server,
     http_get,
     server_env,
 )
@@ -137,8 +137,14 @@ def _assert_503(status, headers, body, code: str) -> None:
 @pytest.mark.parametrize(
     "workers",
     [
-        {"GUNICORN_WORKER_CLASS": "sync", "DB_CONNECTIONS": "persistent"},
+        {"SERVER": "granian", "SERVER_THREADS": "2", "DB_CONNECTIONS": "persistent"},
         {
+            "SERVER": "gunicorn",
+            "GUNICORN_WORKER_CLASS": "sync",
+            "DB_CONNECTIONS": "persistent",
+        },
+        {
+            "SERVER": "gunicorn",
             "GUNICORN_WORKER_CLASS": "gthread",
             "GUNICORN_THREADS": "2",
             "DB_CONNECTIONS": "pool",
@@ -147,13 +153,13 @@ def _assert_503(status, headers, body, code: str) -> None:
             "DB_POOL_TIMEOUT": "3",
         },
     ],
-    ids=["sync-persistent", "gthread-pool"],
+    ids=["granian-persistent", "sync-persistent", "gthread-pool"],
 )
 def test_database_down_is_a_fast_503_and_service_recovers_without_restart(
     cluster, tmp_path, workers
 ):
     env = server_env(DATABASE_URL=cluster.url, DEBUG="True", WORKERS="2", **workers)
-    with gunicorn_server(env, tmp_path / "gunicorn.log") as url:
+    with app_server(env, tmp_path / "gunicorn.log") as url:
         for _ in range(4):
             assert http_get(f"{url}/admin/login/", SESSION)[0] == 200
         assert http_get(f"{url}/readyz")[0] == 200
@@ -212,7 +218,7 @@ def test_statement_timeout_is_a_503_and_leaves_no_transaction_open(cluster, tmp_
         DB_STATEMENT_TIMEOUT_MS="500",
     )
     with (
-        gunicorn_server(env, tmp_path / "gunicorn.log") as url,
+        app_server(env, tmp_path / "gunicorn.log") as url,
         psycopg.connect(cluster.url) as blocker,
     ):
         assert http_get(f"{url}/admin/login/", SESSION)[0] == 200

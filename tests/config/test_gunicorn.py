@@ -16,8 +16,11 @@ from django.db import connection
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).parent / "gunicorn"
-# The exact command of the Makefile's `run` target and the Dockerfile's CMD.
+# What `python -m config.serve` runs when SERVER=gunicorn.
 GUNICORN_COMMAND = [str(GUNICORN), "-c", "python:config.gunicorn", "config.wsgi"]
+# The exact command of the Makefile's `run` target and the Dockerfile's CMD;
+# SERVER in the environment picks granian (the default) or gunicorn.
+SERVE_COMMAND = [sys.executable, "-m", "config.serve"]
 
 
 def free_port() -> int:
@@ -53,12 +56,12 @@ def server_env(**overrides: str) -> dict[str, str]:
 
 
 @contextmanager
-def gunicorn_server(env: dict[str, str], log_path: Path) -> Iterator[str]:
-    """Run gunicorn with config/gunicorn.py on a free port; yield its base URL."""
+def app_server(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """Run `python -m config.serve` on a free port; yield its base URL."""
     port = free_port()
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            GUNICORN_COMMAND,
+            SERVE_COMMAND,
             cwd=BASE_DIR,
             env={**env, "PORT": str(port)},
             stdout=log,
@@ -144,9 +147,11 @@ def test_worker_timeout_sits_above_the_statement_timeout(
 
 
 def test_logs_and_access_lines_are_json(tmp_path):
-    env = server_env(WORKERS="1", GUNICORN_ACCESS_LOG="1", LOG_LEVEL="INFO")
+    env = server_env(
+        SERVER="gunicorn", WORKERS="1", GUNICORN_ACCESS_LOG="1", LOG_LEVEL="INFO"
+    )
     log_path = tmp_path / "gunicorn.log"
-    with gunicorn_server(env, log_path) as url:
+    with app_server(env, log_path) as url:
         status, headers, _ = http_get(f"{url}/healthz", {"X-Request-ID": "gunicorn-1"})
     assert status == 200
 
