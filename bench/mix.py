@@ -34,7 +34,7 @@ from bench.stack import (
     Stack,
     server,
 )
-from bench.wrk import LUA_DIR, ensure_wrk
+from bench.wrk import LUA_DIR, WrkResult, ensure_wrk, run_wrk
 
 MIX_EMAIL_PREFIX = "bench-mix-"
 # The kinds by the letter their X-Request-ID starts with, and their shares.
@@ -151,6 +151,7 @@ def run_mix_wrk(
     run_id: str = "run",
     seed: int = 1,
     timeout_s: int = 10,
+    only_creates: bool = False,
 ) -> MixRun:
     """Drive the mix for *duration_s* seconds; hold *rate* req/s in all when given."""
     per_thread = rate / threads if rate else 0.0
@@ -174,7 +175,11 @@ def run_mix_wrk(
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     completed = subprocess.run(
         command,
-        env={**os.environ, "BENCH_MIX_RATE": f"{per_thread:.3f}"},
+        env={
+            **os.environ,
+            "BENCH_MIX_RATE": f"{per_thread:.3f}",
+            "BENCH_MIX_ONLY": "c" if only_creates else "",
+        },
         capture_output=True,
         text=True,
         timeout=duration_s + timeout_s + 60,
@@ -270,6 +275,10 @@ class SideResult:
     knee_index: int = 0
     knee_reason: str = ""
     hold: MixRun | None = None
+    # Creates alone at the knee's connections, and ping (/healthz, keep-alive)
+    # on the same server: signed-in writes as a ratio to the HTTP stack.
+    creates: MixRun | None = None
+    ping: WrkResult | None = None
 
     @property
     def knee(self) -> MixRun:
@@ -339,6 +348,8 @@ class Mix:
                     result.knee_index, result.knee_reason = knee(result.steps)
                 for result, url, side_tokens in sessions:
                     self._hold(result, url, side_tokens)
+                for result, url, side_tokens in sessions:
+                    self._creates(result, url, side_tokens)
         finally:
             self.restore()
         return results
@@ -365,6 +376,28 @@ class Mix:
             f" req/s, p99 {hold.p99_ms:,.0f} ms, {hold.errors} errors"
         )
         result.hold = hold
+
+    def _creates(self, result: SideResult, url: str, tokens: list[str]) -> None:
+        """Measure creates alone and ping on one side, one after the other."""
+        connections = result.knee.connections
+        result.ping = run_wrk(
+            base_url=url,
+            paths_file=self._ping_file(),
+            duration_s=self.options.step_s,
+            connections=64,
+        )
+        result.creates = self.measure(
+            url, tokens, connections, self.options.step_s, only_creates=True
+        )
+        self.log(
+            f"  mix {result.side.label} creates: {result.creates.rps:,.0f} req/s;"
+            f" ping {result.ping.rps:,.0f} req/s"
+        )
+
+    def _ping_file(self) -> Path:
+        path = self.workdir / "mix-ping.txt"
+        path.write_text("/healthz\n")
+        return path
 
     def restore(self) -> None:
         """Delete the mix's users and all they own; flush the cached pages."""
@@ -451,6 +484,7 @@ class Mix:
         duration_s: int,
         *,
         rate: float | None = None,
+        only_creates: bool = False,
     ) -> MixRun:
         """Run the mix once, after making sure the pool outlasts the run's deletes."""
         options = self.options
@@ -491,6 +525,7 @@ class Mix:
             threads=options.threads,
             run_id=f"{self.run_id}{self._serial}",
             seed=options.seed + self._serial,
+            only_creates=only_creates,
         )
 
 
@@ -542,6 +577,26 @@ def rows(results: list[SideResult], options: MixOptions) -> list[Row]:
                 p50_ms=hold.p50_ms,
                 p99_ms=hold.p99_ms,
                 errors=hold.errors,
+                notes=notes,
+            )
+        )
+    for result in results:
+        suffix = "" if result.side.root == ROOT else f" [{result.side.label}]"
+        creates, ping = result.creates, result.ping
+        if creates is None or ping is None:
+            continue
+        ratio = creates.rps / ping.rps if ping.rps else None
+        notes = [f"ping (/healthz, c=64) on this server {ping.rps:,.0f} req/s"]
+        if ratio is not None:
+            notes.append(target(ratio, 0.2, below=False, label="creates x ping"))
+        table.append(
+            Row(
+                f"creates alone (JWT) c={creates.connections}{suffix}",
+                rate=creates.rps,
+                p50_ms=creates.p50_ms,
+                p99_ms=creates.p99_ms,
+                errors=creates.errors,
+                ratio=ratio,
                 notes=notes,
             )
         )
