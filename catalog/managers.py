@@ -16,27 +16,8 @@ from config.cache import InvalidatingQuerySetMixin
 if TYPE_CHECKING:
     from accounts.models import User
 
-# The columns the API shows: the joined category and user rows are wide.
-API_PRODUCT_COLUMNS = (
-    "id",
-    "sku",
-    "name",
-    "slug",
-    "description",
-    "price",
-    "stock",
-    "is_active",
-    "created_at",
-    "updated_at",
-    "category",
-    "owner",
-    "category__id",
-    "category__name",
-    "category__slug",
-    "owner__id",
-    "owner__username",
-)
-# What the API shows of a product, as flat values (no model instances).
+# What the API shows of a product, as flat values (no model instances), in the
+# order product_row_representation reads them.
 API_VALUES = (
     "id",
     "sku",
@@ -54,6 +35,9 @@ API_VALUES = (
     "owner__id",
     "owner__username",
 )
+# The same for for_api()'s model instances: only() also needs the two foreign
+# keys (the joined category and user rows are wide).
+API_PRODUCT_COLUMNS = (*API_VALUES, "category", "owner")
 # The SQL of api_row() per database alias and visibility, compiled once.
 _API_ROW_SQL: dict[tuple[str, bool], tuple[str, tuple[Any, ...]]] = {}
 # An id no product has: marks where the id goes among the compiled parameters.
