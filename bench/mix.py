@@ -34,7 +34,7 @@ from bench.stack import (
     Stack,
     server,
 )
-from bench.wrk import LUA_DIR, WrkResult, ensure_wrk, run_wrk
+from bench.wrk import WrkResult, run_wrk, wrk_command
 
 MIX_EMAIL_PREFIX = "bench-mix-"
 # The kinds by the letter their X-Request-ID starts with, and their shares.
@@ -156,13 +156,13 @@ def run_mix_wrk(
     """Drive the mix for *duration_s* seconds; hold *rate* req/s in all when given."""
     per_thread = rate / threads if rate else 0.0
     command = [
-        ensure_wrk(),
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{duration_s}s",
-        f"--timeout={timeout_s}s",
-        "-s",
-        str(LUA_DIR / "mix.lua"),
+        *wrk_command(
+            "mix.lua",
+            threads=threads,
+            connections=connections,
+            duration_s=duration_s,
+            timeout_s=timeout_s,
+        ),
         base_url,
         "--",
         str(data_file),

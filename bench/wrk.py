@@ -48,6 +48,21 @@ def ensure_wrk() -> str:
     return found
 
 
+def wrk_command(
+    script: str, *, threads: int, connections: int, duration_s: int, timeout_s: int
+) -> list[str]:
+    """Return the start of a wrk command line running bench/lua/*script*."""
+    return [
+        ensure_wrk(),
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration_s}s",
+        f"--timeout={timeout_s}s",
+        "-s",
+        str(LUA_DIR / script),
+    ]
+
+
 def run_wrk(
     *,
     base_url: str,
@@ -59,15 +74,13 @@ def run_wrk(
     timeout_s: int = 10,
 ) -> WrkResult:
     """Replay the paths in *paths_file* against *base_url* for *duration_s* seconds."""
-    command = [
-        ensure_wrk(),
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{duration_s}s",
-        f"--timeout={timeout_s}s",
-        "-s",
-        str(LUA_DIR / "paths.lua"),
-    ]
+    command = wrk_command(
+        "paths.lua",
+        threads=threads,
+        connections=connections,
+        duration_s=duration_s,
+        timeout_s=timeout_s,
+    )
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
     command += [base_url, "--", str(paths_file)]
