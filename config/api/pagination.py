@@ -1,9 +1,8 @@
 """Pagination that stays fast on big tables: cheap counts and keyset cursors.
 
-Counts: an unfiltered big table answers with the planner's row estimate
-(``config.paginators.fast_count``); a filtered query counts exactly up to
-``COUNT_EXACT_UP_TO`` matches and beyond that answers with the planner's
-estimate for the query, so no request runs a COUNT(*) over millions of rows.
+Counts follow ``config.counting.count_rows``: exact up to a thousand matches,
+beyond that PostgreSQL's estimate, so no request runs a COUNT(*) over
+millions of rows.
 
 Cursors: ``?cursor=`` switches a list to keyset paging on its ordering (the
 last ordering term must be unique, e.g. ``id``), which stays fast at any depth
@@ -27,21 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
-from config.paginators import fast_count, planned_row_count
-
-# Counting this many matching rows costs a few milliseconds at most, even
-# where each needs a heap visit.
-COUNT_EXACT_UP_TO = 1_000
-
-
-def cheap_count(queryset: QuerySet) -> int:
-    """Return the exact count of small results and an estimate for large ones."""
-    if not queryset.query.where:
-        return fast_count(queryset.order_by())
-    exact = queryset.order_by().values("pk")[: COUNT_EXACT_UP_TO + 1].count()
-    if exact <= COUNT_EXACT_UP_TO:
-        return exact
-    return max(planned_row_count(queryset.order_by()), exact)
+from config.counting import count_rows
 
 
 class LimitOffsetPagination(pagination.LimitOffsetPagination):
@@ -88,7 +73,7 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
 
     def get_count(self, queryset: QuerySet | list) -> int:
         if isinstance(queryset, QuerySet):
-            return cheap_count(queryset)
+            return count_rows(queryset)
         return len(queryset)
 
     def get_next_link(self) -> str | None:

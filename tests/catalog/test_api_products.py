@@ -22,7 +22,7 @@ from catalog.filtersets import MSG_NOT_A_BOOLEAN
 from catalog.models import Category, Product
 from catalog.services import product_create, product_update, products_set_active
 from catalog.validation import clean_product
-from config.api import pagination
+from config import counting
 from tests.factories import CategoryFactory, ProductFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -311,7 +311,7 @@ def test_limit_defaults_to_20_and_is_capped_at_100(api_client):
 def test_count_is_exact_up_to_the_cap_then_the_planner_estimate(
     api_client, monkeypatch, django_assert_max_num_queries
 ):
-    monkeypatch.setattr(pagination, "COUNT_EXACT_UP_TO", 5)
+    monkeypatch.setattr(counting, "COUNT_EXACT_UP_TO", 5)
     big, small = CategoryFactory(), CategoryFactory()
     ProductFactory.create_batch(8, category=big)
     ProductFactory.create_batch(3, category=small)
@@ -326,7 +326,7 @@ def test_count_is_exact_up_to_the_cap_then_the_planner_estimate(
 
 
 def test_next_links_reach_the_last_row_whatever_the_estimate(api_client, monkeypatch):
-    monkeypatch.setattr(pagination, "COUNT_EXACT_UP_TO", 2)
+    monkeypatch.setattr(counting, "COUNT_EXACT_UP_TO", 2)
     # Statistics taken before the category had products make PostgreSQL
     # estimate it holds next to none: the count is then far below the truth,
     # yet next (one row read past the page) still reaches every row.
