@@ -24,8 +24,7 @@ from pathlib import Path
 
 from bench import data
 from bench.client import Client, jwt_access_token
-from bench.report import Row
-from bench.scenarios import target
+from bench.report import Row, target
 from bench.stack import (
     BENCH_EMAIL_DOMAIN,
     BENCH_PASSWORD,
