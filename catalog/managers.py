@@ -185,9 +185,9 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
         """Insert cleaned product *rows* owned by *owner_id* in one statement.
 
         ``INSERT ... SELECT FROM unnest(arrays)`` sends one array per column
-        instead of Django's one parameter per value: 1,000 rows measured ~80 ms
-        here against ~170 ms for bulk_create (model instances, 11,000
-        parameters to adapt and parse). Return the new ids in *rows* order.
+        instead of Django's one parameter per value (bulk_create builds model
+        instances and adapts 11 parameters a row; docs/benchmarks.md has the
+        comparison). Return the new ids in *rows* order.
         """
         if not rows:
             return []
@@ -215,7 +215,7 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
         Rows may send different fields: a field a row leaves out travels as
         NULL and COALESCE keeps the stored value (every product column is NOT
         NULL, so NULL can only mean "not sent"). Django's bulk_update would
-        build one CASE WHEN per field, several times slower. Return the ids
+        build one CASE WHEN per field instead. Return the ids
         written; an id that names no product is skipped.
         """
         if not rows:
@@ -259,10 +259,11 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
         A search filter is estimated poorly (full-text matches default to
         0.5% of rows), so with a plain ORDER BY created_at LIMIT 20 PostgreSQL
         walks the created_at index and runs to_tsvector() on every row until
-        20 match: seconds (or the statement timeout) for a rare word. Sorting
-        by an expression makes the BitmapOr of the search indexes, then a
-        top-N sort of the matches, the only plan. Each ``sort_<field>``
-        annotation keeps the order (and cursor values) of its field.
+        20 match: most of the table (or the statement timeout) for a rare
+        word. Sorting by an expression makes the BitmapOr of the search
+        indexes, then a top-N sort of the matches, the only plan. Each
+        ``sort_<field>`` annotation keeps the order (and cursor values) of its
+        field.
         """
         annotations = {}
         ordered = []

@@ -40,8 +40,8 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
 
     default_limit = 20
     max_limit = 100
-    # PostgreSQL reads and discards every skipped row: offset 100,000 of a
-    # 1,000,000-row catalog took ~0.7 s here. Keyset cursors page any depth.
+    # PostgreSQL reads and discards every skipped row, so deep offsets cost
+    # in proportion to their depth; keyset cursors page any depth.
     max_offset = 10_000
     deep_paging_hint = ""
 
