@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import subprocess
 import sys
 import time
 import traceback
@@ -27,7 +26,7 @@ from bench.groups import (
 )
 from bench.harness import Harness, Options
 from bench.report import render_text, write_markdown
-from bench.stack import RESULTS_DIR, ROOT, ServerConfig, Stack, server
+from bench.stack import RESULTS_DIR, ServerConfig, Stack, server, short_commit
 from bench.wrk import ensure_wrk
 
 Step = Callable[[Harness, argparse.Namespace], None]
@@ -363,13 +362,7 @@ def _context(
     args: argparse.Namespace, h: Harness, load_before: float, started: float
 ) -> list[str]:
     """Return the lines saying what was measured where, under the table."""
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    commit = short_commit()
     size, stack = h.size, h.stack
     return [
         f"Data: {size.products:,} products, {size.users:,} users, "

@@ -146,7 +146,39 @@ class Harness:
         path.write_text("\n".join(paths) + "\n")
         return path
 
+    def signed_in(self, who: str, path: str, scenario: str) -> dict[str, str] | None:
+        """Return *who*'s bearer header if *path* answers it; else skip *scenario*."""
+        try:
+            headers = self.bearer(who)
+            self.require(path, headers)
+        except (Unavailable, RuntimeError) as exc:
+            self.skip(scenario, str(exc))
+            return None
+        return headers
+
     # --- measuring ----------------------------------------------------------------
+
+    def get_each(
+        self,
+        paths: list[str],
+        headers: dict[str, str] | None = None,
+        *,
+        flush_each: bool = False,
+        warm: bool = False,
+    ) -> list[Response]:
+        """GET *paths* one after another on one connection (*warm*: one GET first)."""
+        client = self.client(headers)
+        responses = []
+        try:
+            if warm:
+                client.get(paths[0])
+            for path in paths:
+                if flush_each:
+                    self.stack.flush_cache()
+                responses.append(client.get(path))
+        finally:
+            client.close()
+        return responses
 
     def probe(
         self,
@@ -156,15 +188,7 @@ class Harness:
         flush_each: bool = False,
     ) -> tuple[float | None, Counter, list[Response]]:
         """GET *paths* in turn; return server p50 ms, X-Cache tally, answers."""
-        client = self.client(headers)
-        responses = []
-        try:
-            for path in paths:
-                if flush_each:
-                    self.stack.flush_cache()
-                responses.append(client.get(path))
-        finally:
-            client.close()
+        responses = self.get_each(paths, headers, flush_each=flush_each)
         servers = [r.server_s * 1000 for r in responses if r.server_s is not None]
         tally = Counter(r.headers.get("x-cache", "none") for r in responses)
         return (statistics.median(servers) if servers else None), tally, responses
@@ -320,16 +344,7 @@ class Harness:
     ) -> Row:
         """GET *paths* one after another on one connection (the "1 conn" mode)."""
         notes = list(notes or [])
-        client = self.client(headers)
-        responses = []
-        try:
-            client.get(paths[0])
-            for path in paths:
-                if flush_each:
-                    self.stack.flush_cache()
-                responses.append(client.get(path))
-        finally:
-            client.close()
+        responses = self.get_each(paths, headers, flush_each=flush_each, warm=True)
         wall = sum(r.wall_s for r in responses)
         walls = [r.wall_s * 1000 for r in responses]
         servers = [r.server_s * 1000 for r in responses if r.server_s is not None]

@@ -102,6 +102,17 @@ class Stack:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
 
+def short_commit(root: Path = ROOT) -> str:
+    """Return the checkout's abbreviated HEAD commit ("" outside git)."""
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+
 def free_port() -> int:
     """Return a TCP port nobody listens on right now.
 

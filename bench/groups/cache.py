@@ -55,11 +55,8 @@ def _user_detail(h: Harness) -> None:
     if not h.sample.user_ids:
         return
     path = f"{h.api}/users/{h.sample.user_ids[0]}/"
-    try:
-        headers = h.bearer("user")
-        h.require(path, headers)
-    except (Unavailable, RuntimeError) as exc:
-        h.skip("user detail cached", str(exc))
+    headers = h.signed_in("user", path, "user detail cached")
+    if headers is None:
         return
     cached = h.load(
         "user detail cached (JWT)",
@@ -124,11 +121,8 @@ def _lone_server_ms(h: Harness, row: Row, *, flush_each: bool) -> None:
 def _dashboard(h: Harness) -> None:
     """Dashboard cached under load, and uncached one request at a time."""
     path = f"{h.api}/analytics/dashboard/"
-    try:
-        headers = h.bearer("staff")
-        h.require(path, headers)
-    except (Unavailable, RuntimeError) as exc:
-        h.skip("dashboard", str(exc))
+    headers = h.signed_in("staff", path, "dashboard")
+    if headers is None:
         return
     cached = h.load(
         "dashboard cached (staff JWT)",

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 
 from bench.harness import Harness
 from bench.mix import Mix, MixOptions, Side, rows
+from bench.stack import short_commit
 
 
 def run(h: Harness, args: argparse.Namespace) -> None:
@@ -25,13 +25,7 @@ def run(h: Harness, args: argparse.Namespace) -> None:
     sides = [Side(f"this checkout, {main.label}", main)]
     if args.mix_server_root is not None:
         root = args.mix_server_root.resolve()
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
+        commit = short_commit(root)
         # The baseline is served the way its commit served by default.
         baseline = h.servers["sync"]
         label = f"baseline {commit or root.name}, {baseline.label}"

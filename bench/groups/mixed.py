@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from bench.harness import Harness, Unavailable
+from bench.harness import Harness
 
 
 def run(h: Harness, args: argparse.Namespace) -> None:
     """Load 40% lists, 40% details, 10% /users/me/, 10% categories with a JWT."""
-    try:
-        headers = h.bearer("user")
-        h.require(f"{h.api}/users/me/", headers)
-    except (Unavailable, RuntimeError) as exc:
-        h.skip("mixed reads", str(exc))
+    headers = h.signed_in("user", f"{h.api}/users/me/", "mixed reads")
+    if headers is None:
         return
     h.load(
         "mixed reads (JWT, warm cache)",
