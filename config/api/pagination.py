@@ -58,7 +58,11 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
             raise ValidationError(
                 {self.offset_query_param: [message + self.deep_paging_hint]}
             )
-        rows = list(queryset[self.offset : self.offset + self.limit + 1])
+        page = queryset[self.offset : self.offset + self.limit + 1]
+        # A view may read the page's columns in a second step (page_rows): the
+        # skipped rows are then walked on an index alone, without their joins.
+        page_rows = getattr(view, "page_rows", None)
+        rows = list(page if page_rows is None else page_rows(page))
         self.has_more = len(rows) > self.limit
         rows = rows[: self.limit]
         seen = self.offset + len(rows)
