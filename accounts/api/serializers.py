@@ -197,19 +197,3 @@ class UserBulkCreateResultSerializer(serializers.Serializer):
 
     created = serializers.IntegerField()
     ids = serializers.ListField(child=serializers.IntegerField())
-
-
-class UserBulkItemErrorSerializer(serializers.Serializer):
-    """The errors of one rejected bulk item."""
-
-    index = serializers.IntegerField()
-    errors = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField())
-    )
-
-
-class UserBulkErrorSerializer(serializers.Serializer):
-    """A rejected bulk request: nothing was written."""
-
-    detail = serializers.CharField()
-    errors = UserBulkItemErrorSerializer(many=True, required=False)

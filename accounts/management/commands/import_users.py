@@ -9,9 +9,9 @@ from accounts.services import (
     users_upsert,
 )
 from accounts.validation import clean_user
-from catalog.validation import clean_bool
 from config.bulkio import ImportCommand, Record, Rejection, UpsertResult
 from config.metrics import BULK_ROWS_WRITTEN
+from config.validation import clean_bool
 
 
 def _is_hash(value: str) -> bool:
