@@ -32,7 +32,7 @@ from accounts.validation import USERNAME_MAX_LENGTH, clean_user, username_from_e
 from config.bulkio import UpsertResult
 from config.cache import bump_on_commit, cache_namespaces_for_user_write
 from config.metrics import BULK_ROWS_WRITTEN, TASKS_ENQUEUED
-from config.upsert import MergeTarget, copy_new, staged_merge
+from config.upsert import MergeTarget, insert_missing, staged_merge
 from config.validation import MSG_REQUIRED, ItemErrorList
 
 logger = logging.getLogger(__name__)
@@ -503,13 +503,7 @@ def users_add(*, rows: Sequence[Sequence[Any]]) -> int:
     is_superuser, created_at and updated_at (demo data); stored users stay as
     they are.
     """
-    if not rows:
-        return 0
-    if copy_new(_USER_ADD, rows, skip_triggers=False):
-        added = len(rows)
-    else:
-        result, _ = staged_merge(_USER_ADD, {(): rows})
-        added = result.created
+    added = insert_missing(_USER_ADD, rows, skip_triggers=False)
     if added:
         bump_on_commit(*cache_namespaces_for_user_write(created=True))
     return added

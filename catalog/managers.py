@@ -10,6 +10,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Concat
 from django.utils import timezone
 
+from catalog.fields import PRODUCT_FIELDS
 from catalog.invalidation import CATEGORY_WRITES, product_writes
 from config.cache import InvalidatingQuerySetMixin
 from config.counting import count_rows_sql
@@ -21,13 +22,7 @@ if TYPE_CHECKING:
 # order product_row_representation reads them.
 API_VALUES = (
     "id",
-    "sku",
-    "name",
-    "slug",
-    "description",
-    "price",
-    "stock",
-    "is_active",
+    *(field for field in PRODUCT_FIELDS if field != "category"),
     "created_at",
     "updated_at",
     "category__id",

@@ -32,6 +32,7 @@ from config.indexes import check_constraints_now
 from config.upsert import (
     MergeTarget,
     copy_new,
+    insert_missing,
     may_skip_triggers_sql,
     staged_merge,
 )
@@ -489,16 +490,10 @@ def products_add(*, rows: Sequence[Sequence[Any]]) -> int:
     Each row holds the values of PRODUCT_COLUMNS, owner_id, created_at and
     updated_at (demo data); stored products stay as they are.
     """
-    if not rows:
-        return 0
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {may_skip_triggers_sql()}")
         (may_skip,) = cursor.fetchone()
-    if copy_new(_PRODUCT_ADD, rows, skip_triggers=may_skip):
-        added = len(rows)
-    else:
-        result, _ = staged_merge(_PRODUCT_ADD, {(): rows})
-        added = result.created
+    added = insert_missing(_PRODUCT_ADD, rows, skip_triggers=may_skip)
     if added:
         bump_on_commit(*product_writes(created=True))
     return added

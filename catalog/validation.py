@@ -18,6 +18,7 @@ from typing import Any
 
 from django.utils.text import slugify
 
+from catalog.fields import PRODUCT_FIELDS, PRODUCT_OPTIONAL
 from catalog.models import SKU_VALIDATOR, Category, Product
 from config.validation import (
     MSG_BLANK,
@@ -29,26 +30,10 @@ from config.validation import (
     max_length_message,
 )
 
-# What a product payload carries, in the order files and the API show it: one
-# list for the API, the bulk endpoints, the import and export files and the
-# upsert. ``category`` is a foreign key: its column is ``category_id``.
-PRODUCT_FIELDS = (
-    "sku",
-    "name",
-    "slug",
-    "description",
-    "price",
-    "stock",
-    "is_active",
-    "category",
-)
 PRODUCT_COLUMNS = tuple(Product._meta.get_field(f).attname for f in PRODUCT_FIELDS)
 # The columns of import and export files: the category by slug, the owner by
 # email, so that an exported file imports back unchanged.
 PRODUCT_FILE_COLUMNS = (*PRODUCT_FIELDS, "owner")
-# Fields a new product may leave out (an existing one keeps what is stored):
-# a blank slug is derived from the name, the others take the model default.
-PRODUCT_OPTIONAL = ("slug", "description", "stock", "is_active")
 PRODUCT_REQUIRED = tuple(f for f in PRODUCT_FIELDS if f not in PRODUCT_OPTIONAL)
 PRODUCT_DEFAULTS: dict[str, Any] = {
     f: Product._meta.get_field(f).get_default() for f in PRODUCT_OPTIONAL

@@ -227,8 +227,24 @@ def staged_merge(
     return result, extras
 
 
-def analyze(*tables: type[models.Model]) -> None:
+def insert_missing(
+    target: MergeTarget, rows: Sequence[Sequence[Any]], *, skip_triggers: bool
+) -> int:
+    """Insert the *rows* no unique key of the target table holds; return how many.
+
+    COPY straight in (copy_new) when none is taken, else stage and insert
+    with ON CONFLICT DO NOTHING. The target should have no *conflict*.
+    """
+    if not rows:
+        return 0
+    if copy_new(target, rows, skip_triggers=skip_triggers):
+        return len(rows)
+    result, _ = staged_merge(target, {(): rows})
+    return result.created
+
+
+def analyze(*models_: type[models.Model]) -> None:
     """Refresh the planner statistics of the models' tables after a bulk load."""
     with connection.cursor() as cursor:
-        for model in tables:
+        for model in models_:
             cursor.execute(f"ANALYZE {model._meta.db_table}")
