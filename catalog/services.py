@@ -358,9 +358,9 @@ _PRODUCT_MERGE = MergeTarget(
     always=_ALWAYS_WRITTEN,
     inserted={"created_at": "now()", "updated_at": "now()"},
 )
-_CREATED_AT = (*_UPSERT_COLUMNS, "created_at", "updated_at")
+_DATED_COLUMNS = (*_UPSERT_COLUMNS, "created_at", "updated_at")
 # seed_demo's rows carry their own dates and never overwrite a product.
-_PRODUCT_ADD = MergeTarget(model=Product, columns=_CREATED_AT)
+_PRODUCT_ADD = MergeTarget(model=Product, columns=_DATED_COLUMNS)
 # Whether any SKU is taken, the transaction's now() and whether the session
 # may skip triggers. The SKUs go as one text: encoding an array parameter costs
 # more than the lookup (a separator inside a SKU would only send the batch to
