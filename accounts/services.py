@@ -28,7 +28,12 @@ from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from accounts.models import User
 from accounts.tasks import send_password_reset_email, send_welcome_email
-from accounts.validation import USERNAME_MAX_LENGTH, clean_user, username_from_email
+from accounts.validation import (
+    USER_IMPORT_FIELDS,
+    USERNAME_MAX_LENGTH,
+    clean_user,
+    username_from_email,
+)
 from config.bulkio import UpsertResult
 from config.cache import bump_on_commit, cache_namespaces_for_user_write
 from config.metrics import BULK_ROWS_WRITTEN, TASKS_ENQUEUED
@@ -341,9 +346,9 @@ def users_bulk_create(*, rows: Sequence[Any]) -> list[int]:
 
 # --- Bulk upsert (import_users, seed_demo) ------------------------------------
 
-# Optional columns written only when a row carries them: an existing user
-# keeps the rest.
-_USER_COLUMNS = ("email", "username", "password", "is_active")
+# Optional columns (all but the email) are written only when a row carries
+# them: an existing user keeps the rest.
+_USER_COLUMNS = USER_IMPORT_FIELDS
 _USER_MERGE = MergeTarget(
     model=User,
     columns=_USER_COLUMNS,
@@ -415,7 +420,7 @@ def users_claim_usernames(
         elif email not in existing:
             username = derived[i]
             while holder.setdefault(username, email) != email:
-                username = f"{derived[i][:142]}-{secrets.token_hex(3)}"
+                username = _suffixed(derived[i])
             row["new_username"] = username
     return errors
 

@@ -31,6 +31,8 @@ USERNAME_MAX_LENGTH = User._meta.get_field("username").max_length
 # Plain text before hashing (the stored hash is short): long enough for any
 # passphrase, short enough that hashing it costs nothing extra.
 PASSWORD_MAX_LENGTH = 4096
+# What an import file gives of a user (is_staff and is_superuser never).
+USER_IMPORT_FIELDS = ("email", "username", "password", "is_active")
 
 _username_validator = UnicodeUsernameValidator()
 # Characters a username may not hold (the complement of UnicodeUsernameValidator).
