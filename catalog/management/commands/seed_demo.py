@@ -27,25 +27,18 @@ CHUNK_ROWS = 50_000
 DEFER_INDEXES_FROM = 100_000
 
 
-class _Counter:
-    """Pass rows through, counting them and moving the progress bar."""
+# Rows between two progress updates (each costs a clock read).
+PROGRESS_TICK = 1000
 
-    # Rows between two progress updates (each costs a clock read).
-    TICK = 1000
 
-    def __init__(
-        self, rows: Iterator[tuple[Any, ...]], progress: Progress, done: int
-    ) -> None:
-        self.rows = rows
-        self.progress = progress
-        self.done = done  # rows of the run before these
-
-    def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        update, done, tick = self.progress.update, self.done, self.TICK
-        for count, row in enumerate(self.rows, 1):
-            if not count % tick:
-                update(done + count, done + count)
-            yield row
+def _counted(
+    rows: Iterator[tuple[Any, ...]], progress: Progress, done: int
+) -> Iterator[tuple[Any, ...]]:
+    """Pass *rows* through, moving the progress bar; *done*: rows before these."""
+    for count, row in enumerate(rows, 1):
+        if not count % PROGRESS_TICK:
+            progress.update(done + count, done + count)
+        yield row
 
 
 def _demo_keys(model: type[models.Model]) -> tuple[models.QuerySet, Callable, str]:
@@ -205,7 +198,7 @@ class Command(BaseCommand):
                 if _present(keyed, pattern, key(start), key(stop - 1)) == stop - start:
                     self.progress.update(done + stop, done + stop)
                     continue
-                rows = list(_Counter(make_rows(start, stop), self.progress, at))
+                rows = list(_counted(make_rows(start, stop), self.progress, at))
                 # One transaction per chunk: each committed chunk refreshes the
                 # cached reads itself, so an interrupted run leaves none stale.
                 added += add(rows=rows)
