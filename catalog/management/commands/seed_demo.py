@@ -16,7 +16,7 @@ from accounts.services import users_add
 from catalog import demo
 from catalog.models import Product
 from catalog.services import categories_ensure, products_add
-from config.bulkio import Progress
+from config.bulkio import Prefetcher, Progress
 from config.indexes import deferred_indexes
 from config.upsert import analyze
 
@@ -25,20 +25,6 @@ CHUNK_ROWS = 50_000
 # A load of at least this many rows, and of at least as many as the table
 # holds, drops the table's indexes and builds them after the last chunk.
 DEFER_INDEXES_FROM = 100_000
-
-
-# Rows between two progress updates (each costs a clock read).
-PROGRESS_TICK = 1000
-
-
-def _counted(
-    rows: Iterator[tuple[Any, ...]], progress: Progress, done: int
-) -> Iterator[tuple[Any, ...]]:
-    """Pass *rows* through, moving the progress bar; *done*: rows before these."""
-    for count, row in enumerate(rows, 1):
-        if not count % PROGRESS_TICK:
-            progress.update(done + count, done + count)
-        yield row
 
 
 def _demo_keys(model: type[models.Model]) -> tuple[models.QuerySet, Callable, str]:
@@ -179,7 +165,8 @@ class Command(BaseCommand):
         """Add the missing demo rows 0..*count* of *model* by chunks; return how many.
 
         A chunk already present is skipped without making its rows. *done* is
-        the count of rows of the run before these, for the progress bar.
+        the count of rows of the run before these, for the progress bar (moved
+        once per chunk).
         """
         if not count:
             return 0
@@ -189,20 +176,29 @@ class Command(BaseCommand):
         if defer is None:
             adding = count - present
             defer = adding >= DEFER_INDEXES_FROM and adding >= keyed.count()
-        added = 0
-        with deferred_indexes(model, defer=defer):
-            for start in range(0, count, CHUNK_ROWS):
-                stop = min(start + CHUNK_ROWS, count)
-                at = done + start
-                # Demo keys are fixed-width, so a chunk's keys sort inside its range.
-                if _present(keyed, pattern, key(start), key(stop - 1)) == stop - start:
-                    self.progress.update(done + stop, done + stop)
-                    continue
-                rows = list(_counted(make_rows(start, stop), self.progress, at))
-                # One transaction per chunk: each committed chunk refreshes the
-                # cached reads itself, so an interrupted run leaves none stale.
-                added += add(rows=rows)
+        # Demo keys are fixed-width, so a chunk's keys sort inside its range.
+        todo = []
+        for start in range(0, count, CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, count)
+            if _present(keyed, pattern, key(start), key(stop - 1)) == stop - start:
                 self.progress.update(done + stop, done + stop)
+            else:
+                todo.append((start, stop))
+        added = 0
+        # The next chunk is made (pure Python) while the database writes this one.
+        chunks = Prefetcher(
+            ((stop, list(make_rows(start, stop))) for start, stop in todo), depth=1
+        )
+        try:
+            with deferred_indexes(model, defer=defer):
+                for stop, rows in chunks:
+                    # One transaction per chunk: each committed chunk refreshes
+                    # the cached reads itself, so an interrupted run leaves none
+                    # stale.
+                    added += add(rows=rows)
+                    self.progress.update(done + stop, done + stop)
+        finally:
+            chunks.close()
         return added
 
     def _owner_ids(self, users: int) -> list[int]:
