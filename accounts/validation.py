@@ -31,6 +31,7 @@ USERNAME_MAX_LENGTH = User._meta.get_field("username").max_length
 # Plain text before hashing (the stored hash is short): long enough for any
 # passphrase, short enough that hashing it costs nothing extra.
 PASSWORD_MAX_LENGTH = 4096
+MSG_EMAIL = "Enter a valid email address."
 # What an import file gives of a user (is_staff and is_superuser never).
 USER_IMPORT_FIELDS = ("email", "username", "password", "is_active")
 
@@ -74,7 +75,7 @@ def _clean_email(value: Any) -> tuple[str | None, list[str]]:
     try:
         validate_email(email)
     except ValidationError:
-        return None, ["Enter a valid email address."]
+        return None, [MSG_EMAIL]
     return email, []
 
 

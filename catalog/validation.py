@@ -16,8 +16,11 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.utils.text import slugify
 
+from accounts.validation import MSG_EMAIL, normalize_email
 from catalog.fields import PRODUCT_FIELDS, PRODUCT_OPTIONAL
 from catalog.models import SKU_VALIDATOR, Category, Product
 from config.validation import (
@@ -277,3 +280,36 @@ def clean_product(
         cleaned["slug"] = ""
 
     return cleaned, errors
+
+
+_CATEGORY_SLUG = Category._meta.get_field("slug")
+
+
+def clean_category_slug(value: Any) -> tuple[str | None, str | None]:
+    """Return (slug, error) for a category named by its slug (import files)."""
+    if value is None:
+        return None, MSG_REQUIRED
+    if not isinstance(value, str):
+        return None, "Must be a category slug."
+    slug = value.strip()
+    if not slug:
+        return None, MSG_BLANK
+    try:
+        _CATEGORY_SLUG.run_validators(slug)
+    except ValidationError as exc:
+        return None, " ".join(exc.messages)
+    return slug, None
+
+
+def clean_owner_email(value: Any) -> tuple[str | None, str | None]:
+    """Return (lower-case email, error) for an owner named by email (import files)."""
+    if value is None or value == "":
+        return None, "This field is required (or pass --owner)."
+    if not isinstance(value, str):
+        return None, MSG_EMAIL
+    email = normalize_email(value)
+    try:
+        validate_email(email)
+    except ValidationError:
+        return None, MSG_EMAIL
+    return email.lower(), None

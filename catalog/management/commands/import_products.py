@@ -3,13 +3,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
-from django.core.validators import validate_email
 from django.db import DatabaseError
 
 from accounts.services import users_ids_by_email
-from accounts.validation import normalize_email
 from catalog.models import Category, Product
 from catalog.services import categories_ensure, products_upsert
 from catalog.validation import (
@@ -17,31 +14,16 @@ from catalog.validation import (
     PRODUCT_FILE_COLUMNS,
     PRODUCT_OPTIONAL,
     PRODUCT_REQUIRED,
+    clean_category_slug,
+    clean_owner_email,
     clean_product,
 )
 from config.bulkio import ImportCommand, Record, Rejection, UpsertResult
 from config.indexes import Deferral, deferred_indexes, indexes_missing
 from config.metrics import BULK_ROWS_WRITTEN
-from config.validation import MSG_BLANK, MSG_REQUIRED
 
 MSG_NO_OWNER = "No user with this email address."
 MSG_NO_CATEGORY = "No category with this slug (--create-categories creates it)."
-_CATEGORY_SLUG = Category._meta.get_field("slug")
-
-
-def _clean_category(value: Any) -> tuple[str | None, str | None]:
-    if value is None:
-        return None, MSG_REQUIRED
-    if not isinstance(value, str):
-        return None, "Must be a category slug."
-    slug = value.strip()
-    if not slug:
-        return None, MSG_BLANK
-    try:
-        _CATEGORY_SLUG.run_validators(slug)
-    except ValidationError as exc:
-        return None, " ".join(exc.messages)
-    return slug, None
 
 
 # Files name few categories and owners many times: each value is checked once
@@ -61,19 +43,6 @@ def _memoized(
             cache.clear()
         known = cache[value] = clean(value)
     return known
-
-
-def _clean_owner(value: Any) -> tuple[str | None, str | None]:
-    if value is None or value == "":
-        return None, "This field is required (or pass --owner)."
-    if not isinstance(value, str):
-        return None, "Enter a valid email address."
-    email = normalize_email(value)
-    try:
-        validate_email(email)
-    except ValidationError:
-        return None, "Enter a valid email address."
-    return email.lower(), None
 
 
 class Command(ImportCommand):
@@ -198,7 +167,7 @@ class Command(ImportCommand):
         self.create_categories: bool = options["create_categories"]
         self.default_owner: str | None = None
         if options["owner"]:
-            email, error = _clean_owner(options["owner"])
+            email, error = clean_owner_email(options["owner"])
             if error:
                 raise CommandError(f"--owner: {error}")
             owners = users_ids_by_email(emails={email})
@@ -225,13 +194,15 @@ class Command(ImportCommand):
             cleaned, errors = clean_product(fields)
             # clean_product wants a category id; the file names a slug instead.
             errors.pop("category", None)
-            slug, error = _memoized(categories, _clean_category, data.get("category"))
+            slug, error = _memoized(
+                categories, clean_category_slug, data.get("category")
+            )
             if error:
                 errors["category"] = [error]
             owner = data.get("owner")
             if owner in (None, ""):
                 owner = self.default_owner
-            email, error = _memoized(owners, _clean_owner, owner)
+            email, error = _memoized(owners, clean_owner_email, owner)
             if error:
                 errors["owner"] = [error]
             if errors:
