@@ -44,8 +44,8 @@ logger = logging.getLogger(__name__)
 
 EMAIL_TAKEN = "A user with that email already exists."
 USERNAME_TAKEN = "A user with that username already exists."
-# Each password costs one deliberately slow Argon2 hash (~0.6 s of CPU on a
-# small machine), so a bulk request carries at most this many.
+# Each password costs one deliberately slow hash (docs/api.md gives its cost),
+# so a bulk request carries at most this many.
 BULK_MAX_PASSWORDS = 10
 
 
@@ -258,7 +258,7 @@ def token_revoke(*, refresh: str) -> None:
 
 def _unusable_password() -> str:
     # Same shape as make_password(None), whose per-character SystemRandom
-    # choice costs ~40 ms per 1,000 rows; one urandom read each is enough.
+    # choice is slow over thousands of rows; one urandom read each is enough.
     return UNUSABLE_PASSWORD_PREFIX + secrets.token_urlsafe(30)
 
 
