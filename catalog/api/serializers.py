@@ -274,9 +274,3 @@ class BulkErrorSerializer(serializers.Serializer):
 
     detail = serializers.CharField()
     errors = BulkItemErrorSerializer(many=True, required=False)
-
-
-class ErrorSerializer(serializers.Serializer):
-    """A plain error."""
-
-    detail = serializers.CharField()

@@ -26,7 +26,6 @@ from catalog.api.serializers import (
     BulkErrorSerializer,
     BulkUpdateResultSerializer,
     CategorySerializer,
-    ErrorSerializer,
     ProductBulkUpdateItemSerializer,
     ProductSerializer,
     ProductWriteSerializer,
@@ -65,6 +64,7 @@ from config.api.pagination import (
     KeysetCursorPagination,
     LimitOffsetOrCursorPagination,
 )
+from config.api.serializers import ErrorSerializer
 from config.cache import CachedViewMixin
 
 
