@@ -319,9 +319,7 @@ def test_limit_defaults_to_20_and_is_capped_at_100(api_client):
         ("cursor=&limit=", "limit"),
     ],
 )
-def test_a_limit_or_offset_that_is_not_a_whole_number_is_400(
-    api_client, query, param
-):
+def test_a_limit_or_offset_that_is_not_a_whole_number_is_400(api_client, query, param):
     response = api_client.get(f"{LIST}?{query}")
 
     assert response.status_code == 400
