@@ -26,12 +26,13 @@ from rest_framework_simplejwt.token_blacklist.models import (
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
+from accounts.invalidation import user_writes
 from accounts.models import User
 from accounts.tasks import send_password_reset_email, send_welcome_email
 from accounts.validation import USERNAME_MAX_LENGTH, clean_user, username_from_email
 from config.api.exceptions import BulkValidationError
 from config.bulkio import UpsertResult, copy_rows
-from config.cache import bump_on_commit, cache_namespaces_for_user_write
+from config.cache.namespaces import bump_on_commit
 from config.metrics import BULK_ROWS_WRITTEN, TASKS_ENQUEUED
 
 logger = logging.getLogger(__name__)
@@ -521,5 +522,5 @@ def users_upsert(*, rows: Sequence[dict[str, Any]]) -> UpsertResult:
         user_tokens_revoke(user_ids=deactivated)
     if result.created or result.updated:
         # Raw SQL sends no signal: refresh cached reads once this commits.
-        bump_on_commit(*cache_namespaces_for_user_write(created=not result.updated))
+        bump_on_commit(*user_writes(created=not result.updated))
     return result

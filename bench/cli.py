@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import data
+from bench import data, localcache
 from bench.mix import Mix, MixOptions, Side
 from bench.mix import rows as mix_rows
 from bench.report import render_text, write_markdown
@@ -29,6 +29,7 @@ GROUPS = [
     "mix",
     "serving",
     "import",
+    "localcache",
 ]
 SERVER_GROUPS = ["admin", "cache", "mixed", "users", "products"]
 
@@ -352,6 +353,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
         _guard(runner, "serving", lambda: runner.serving(configs))
     if "import" in args.groups:
         _guard(runner, "import", lambda: runner.imports(size))
+    if "localcache" in args.groups:
+        rows = lambda: [runner.add(r) for r in localcache.rows(stack.env(), str(ROOT))]  # noqa: E731
+        _guard(runner, "localcache", rows)
 
     command = "make bench" + (
         f' ARGS="{shlex.join(argv or sys.argv[1:])}"' if (argv or sys.argv[1:]) else ""

@@ -11,7 +11,7 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from catalog.invalidation import CATEGORY_WRITES, product_writes
-from config.cache import InvalidatingQuerySetMixin
+from config.cache.namespaces import InvalidatingQuerySetMixin
 
 if TYPE_CHECKING:
     from accounts.models import User

@@ -28,7 +28,7 @@ from catalog.validation import (
     clean_product,
 )
 from config.bulkio import UpsertResult, copy_rows
-from config.cache import bump_on_commit
+from config.cache.namespaces import bump_on_commit
 
 if TYPE_CHECKING:
     from accounts.models import User

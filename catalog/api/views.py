@@ -65,7 +65,7 @@ from config.api.pagination import (
     KeysetCursorPagination,
     LimitOffsetOrCursorPagination,
 )
-from config.cache import CachedViewMixin
+from config.cache.views import CachedViewMixin
 
 
 class Conflict(APIException):

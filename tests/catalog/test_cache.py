@@ -14,17 +14,16 @@ from django.utils import timezone
 from accounts.models import User
 from catalog.invalidation import EVERY_PRODUCT, PRODUCT
 from catalog.models import Category, Product
-from config.cache import (
+from config.cache.namespaces import (
     NAMESPACE_CATEGORIES,
     NAMESPACE_OWNERS,
     NAMESPACE_PRODUCTS,
     NAMESPACE_USERS,
     bump_namespace,
-    get_or_compute,
     namespace_versions,
     object_namespace,
-    response_cache_key,
 )
+from config.cache.views import get_or_compute, response_cache_key
 from tests.factories import CategoryFactory, ProductFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

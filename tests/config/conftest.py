@@ -12,7 +12,8 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
-import config.cache
+from config.cache.backend import failures
+from config.cache.namespaces import pending_bumps
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,7 +64,7 @@ class RedisServer:
 
 
 @pytest.fixture
-def redis_server(settings, monkeypatch) -> Iterator[RedisServer]:
+def redis_server(settings) -> Iterator[RedisServer]:
     """Point the default cache at a private redis-server; killed at the end."""
     server = RedisServer()
     server.start()
@@ -71,7 +72,7 @@ def redis_server(settings, monkeypatch) -> Iterator[RedisServer]:
     settings.CACHES = {
         "default": {
             **default,
-            "BACKEND": "config.cache.FailOpenRedisCache",
+            "BACKEND": "config.cache.backend.FailOpenRedisCache",
             "LOCATION": server.url,
             "OPTIONS": {
                 **default.get("OPTIONS", {}),
@@ -81,11 +82,12 @@ def redis_server(settings, monkeypatch) -> Iterator[RedisServer]:
         }
     }
     settings.CACHE_RETRY_AFTER = 0  # no circuit breaker unless a test sets one
-    monkeypatch.setattr(config.cache, "_last_logged", 0.0)
-    monkeypatch.setattr(config.cache, "_open_until", {})
-    monkeypatch.setattr(config.cache, "_pending_bumps", set())
+    failures.reset()
+    pending_bumps.clear()
     yield server
     server.kill()
+    failures.reset()
+    pending_bumps.clear()
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def test_readyz_reports_database_migrations_and_redis(client):
 @override_settings(
     CACHES={
         "default": {
-            "BACKEND": "config.cache.FailOpenRedisCache",
+            "BACKEND": "config.cache.backend.FailOpenRedisCache",
             "LOCATION": "redis://127.0.0.1:1/0",
             "OPTIONS": {
                 "SOCKET_CONNECT_TIMEOUT": 0.2,

@@ -13,10 +13,11 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from accounts.invalidation import user_writes
 from accounts.models import User
 from catalog.invalidation import CATEGORY_WRITES, product_writes
 from config.bulkio import Progress, copy_rows
-from config.cache import bump_on_commit, cache_namespaces_for_user_write
+from config.cache.namespaces import bump_on_commit
 
 CATEGORY_NAMES = [
     "Electronics",
@@ -400,7 +401,7 @@ class Command(BaseCommand):
                 if added:
                     # COPY sends no signal: each committed chunk refreshes the
                     # cached reads itself, so an interrupted run leaves none stale.
-                    bump_on_commit(*cache_namespaces_for_user_write(created=True))
+                    bump_on_commit(*user_writes(created=True))
         owner_ids = self._owner_ids(users) if products else []
         if products and not owner_ids:
             raise CommandError("Products need an owner: pass --users 1 or more.")
