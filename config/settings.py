@@ -172,6 +172,12 @@ CACHE_RETRY_AFTER = env.float("CACHE_RETRY_AFTER", default=5.0)
 CACHE_LOCAL_MAX_BYTES = env.int("CACHE_LOCAL_MAX_BYTES", default=16 * 1024 * 1024)
 # Local copies are served only this long after the connection last proved current.
 CACHE_LOCAL_LEASE = env.float("CACHE_LOCAL_LEASE", default=0.1)
+# Bumps Redis missed are recorded in PostgreSQL; each process replays them at
+# most this often (seconds; 0: only after its own misses). See config.cache.ledger.
+CACHE_LEDGER_POLL = env.float("CACHE_LEDGER_POLL", default=5.0)
+# How long a management command waits for Redis to take its bumps before it
+# exits non-zero saying so.
+CACHE_INVALIDATION_WAIT = env.float("CACHE_INVALIDATION_WAIT", default=10.0)
 REDIS_URL = env.str("REDIS_URL", default="")
 
 if REDIS_URL:

@@ -174,9 +174,8 @@ class FailOpenRedisCache(RedisCache):
         ) == _DEFAULT_SERIALIZER and (
             options.get("COMPRESSOR", _DEFAULT_COMPRESSOR) == _DEFAULT_COMPRESSOR
         )
-        self._reader: TrackedReader | None = None
-        self._reader_pid = 0
-        self._owner = 0  # the thread the reader belongs to
+        # One reader per thread (and per process: a fork starts afresh).
+        self._readers = threading.local()
 
     get = _fail_open()(RedisCache.get)
 
@@ -187,24 +186,20 @@ class FailOpenRedisCache(RedisCache):
         The hot path of every cached read. It skips the client layers:
         checking a connection out of redis-py's pool and back in costs more
         CPU than the round trip itself (``make bench``, group ``localcache``).
-        Its reader is used only by the thread that opened it; a backend
-        shared across threads (ASGI contexts) reads others through the pool.
+        Each thread has a reader of its own, also when the backend is shared
+        across threads (ASGI contexts).
         """
         keys = list(keys)
         if not keys:
             return {}
         names = [self.make_key(key, version=version) for key in keys]
-        reader = self._reader
-        if reader is not None and self._owner != threading.get_ident():
-            values = self.client.get_client(write=False).mget(names)
-        else:
-            reader = self.reader()
-            try:
-                values = reader.mget(names)
-            except RedisConnectionError:
-                # A socket that Redis closed while idle (restart, timeout): one
-                # more try on a new connection. A timeout is not retried.
-                values = reader.mget(names)
+        reader = self.reader()
+        try:
+            values = reader.mget(names)
+        except RedisConnectionError:
+            # A socket that Redis closed while idle (restart, timeout): one
+            # more try on a new connection. A timeout is not retried.
+            values = reader.mget(names)
         decode = self._decode
         return {
             key: decode(value)
@@ -214,8 +209,8 @@ class FailOpenRedisCache(RedisCache):
 
     def reader(self) -> TrackedReader:
         """Return this thread's reader (made on first use, and again after a fork)."""
-        reader = self._reader
-        if reader is None or self._reader_pid != os.getpid():
+        reader = getattr(self._readers, "reader", None)
+        if reader is None or reader.pid != os.getpid():
             pool = self.client.get_client(write=False).connection_pool
             max_bytes = int(getattr(settings, "CACHE_LOCAL_MAX_BYTES", 16 * 1024**2))
             reader = TrackedReader(
@@ -224,9 +219,18 @@ class FailOpenRedisCache(RedisCache):
                 LocalCopies(max_bytes) if max_bytes > 0 else None,
                 lease=float(getattr(settings, "CACHE_LOCAL_LEASE", 0.1)),
             )
-            self._reader, self._reader_pid = reader, os.getpid()
-            self._owner = threading.get_ident()
+            self._readers.reader = reader
         return reader
+
+    def server_run_id(self) -> str | None:
+        """Return the ``run_id`` of the Redis server this thread last read from.
+
+        Redis draws a new one at every start, so it tells a restarted server
+        (empty, or restored from its persistence files) from the one that
+        stored the entries. None before this thread's first read.
+        """
+        reader = getattr(self._readers, "reader", None)
+        return None if reader is None else reader.run_id
 
     def _decode(self, value: bytes) -> Any:
         # django-redis stores an int as its digits and anything else pickled

@@ -14,6 +14,7 @@ of its pool per read; ``make bench`` (group ``localcache``) compares the two.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import weakref
@@ -124,6 +125,14 @@ class CopiesRegistry:
 registry = CopiesRegistry()
 
 
+def _run_id(info: bytes | str) -> str | None:
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    for line in text.splitlines():
+        if line.startswith("run_id:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
 class TrackedReader:
     """One thread's MGETs, served from its ``LocalCopies`` while Redis vouches for them.
 
@@ -155,6 +164,8 @@ class TrackedReader:
         self._data.register_connect_callback(self._on_connect)
         self._invalidations: Connection | None = None
         self._warned = False
+        self.pid = os.getpid()
+        self.run_id: str | None = None  # of the server the data connection is on
 
     def mget(self, names: list[str]) -> list[bytes | None]:
         """Return the raw values of *names* (None where missing)."""
@@ -204,11 +215,18 @@ class TrackedReader:
             self.copies.clear()
 
     def _on_connect(self, data: Connection) -> None:
-        """Point the new data connection's tracking at a new invalidation connection."""
+        """Learn the server's run_id; point tracking at a new invalidation link."""
         self._reset()
         if self._invalidations is not None:
             self._invalidations.disconnect()
             self._invalidations = None
+        try:
+            data.send_command("INFO", "server")
+            self.run_id = _run_id(data.read_response())
+        except ResponseError as exc:
+            # An ACL without INFO: a restarted Redis can no longer be told apart.
+            self.run_id = None
+            self._warn(f"INFO refused, restarts not detected: {exc}")
         if self.copies is None:
             return
         listener = self._class(**self._kwargs)
@@ -233,11 +251,12 @@ class TrackedReader:
 
     def _no_copies(self, reason: str) -> None:
         self.copies = None
+        self._warn(f"no local cache copies ({reason}): every cached read asks Redis")
+
+    def _warn(self, message: str) -> None:
         if not self._warned:
             self._warned = True
-            logger.warning(
-                "no local cache copies (%s): every cached read asks Redis", reason
-            )
+            logger.warning("%s", message)
 
     def _open(self) -> bool:
         """Return True if the data connection is still open (its peer may close it).

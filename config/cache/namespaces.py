@@ -22,6 +22,7 @@ from django.core.cache import cache
 from django.db import transaction
 
 from config.cache.backend import last_operation_failed
+from config.cache.ledger import BumpLedger
 
 NAMESPACE_CATEGORIES = "categories"  # category rows (embedded in products)
 NAMESPACE_PRODUCTS = "products"  # any product row: lists, counts, the dashboard
@@ -80,91 +81,57 @@ def _set_versions(names: Iterable[str]) -> bool:
     return failed
 
 
-class PendingBumps:
-    """Bumps this process could not deliver to Redis, retried on its next cache use.
+def _apply(names: Iterable[str]) -> bool:
+    """Give *names* new versions; return whether Redis took them.
 
-    Each name remembers how many failed bumps it has had, and a later bump
-    that succeeds clears only the failures it saw when it started: a failure
-    in another thread meanwhile stays pending.
+    It returns once Redis has sent every other process's invalidation of its
+    local copies of the versions.
     """
-
-    MAX_NAMES = 1_000
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._failures: dict[str, int] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._failures)
-
-    def snapshot(self, names: Iterable[str]) -> dict[str, int]:
-        """Return the failure count of each of *names* now."""
-        with self._lock:
-            return {name: self._failures.get(name, 0) for name in names}
-
-    def failed(self, names: Iterable[str]) -> None:
-        """Remember that a bump of *names* did not reach Redis."""
-        with self._lock:
-            for name in names:
-                self._failures[name] = self._failures.get(name, 0) + 1
-            if len(self._failures) > self.MAX_NAMES:
-                # Redis is away during many writes: one bump per kind of
-                # object covers them all, in bounded memory.
-                for name in [n for n in self._failures if is_object_namespace(n)]:
-                    count = self._failures.pop(name)
-                    every = object_namespace(name.split(":", 1)[0])
-                    self._failures[every] = self._failures.get(every, 0) + count
-
-    def delivered(self, seen: dict[str, int]) -> None:
-        """Forget the failures in *seen*, taken before a bump that succeeded."""
-        with self._lock:
-            for name, count in seen.items():
-                if self._failures.get(name, 0) <= count:
-                    self._failures.pop(name, None)
-
-    def names(self) -> tuple[str, ...]:
-        """Return the names whose bump is pending."""
-        with self._lock:
-            return tuple(self._failures)
-
-    def clear(self) -> None:
-        """Forget every pending bump."""
-        with self._lock:
-            self._failures.clear()
-
-
-pending_bumps = PendingBumps()
-
-
-def bump_namespace(*names: str) -> None:
-    """Invalidate every cached response that depends on *names*, now.
-
-    Call it after commit (see bump_on_commit). A bump Redis misses is kept and
-    retried on this process's next cache use. It returns once Redis has sent
-    every other process's invalidation of its local copies of the versions.
-    """
-    if not names:
-        return
-    seen = pending_bumps.snapshot(names)
     if _set_versions(names):
-        pending_bumps.failed(names)
-        return
-    pending_bumps.delivered(seen)
+        return False
     if hasattr(cache, "await_invalidations"):
         cache.await_invalidations()
+    return True
+
+
+def _every_object(name: str) -> str | None:
+    if not is_object_namespace(name):
+        return None
+    return object_namespace(name.split(":", 1)[0])
+
+
+ledger = BumpLedger(_apply, _every_object)
+
+
+def bump_namespace(*names: str) -> bool:
+    """Invalidate every cached response that depends on *names*, now.
+
+    Call it after commit (see bump_on_commit); return whether Redis took the
+    bump. A bump Redis missed is recorded and replayed (``config.cache.ledger``).
+    """
+    if not names:
+        return True
+    return ledger.deliver(names)
 
 
 def bump_on_commit(*names: str, using: str | None = None) -> None:
-    """Bump *names* once the current transaction commits (now in autocommit)."""
-    transaction.on_commit(functools.partial(bump_namespace, *names), using=using)
+    """Bump *names* once the current transaction commits (now in autocommit).
 
-
-def _retry_pending_bumps() -> None:
-    if not pending_bumps:  # the usual case: no lock taken on the hot path
+    Inside a transaction the bump is recorded in it (``config.cache.ledger``),
+    so it survives a Redis that misses it and a process that dies after commit.
+    """
+    if not names:
         return
-    pending = pending_bumps.names()
-    if pending:
-        bump_namespace(*pending)
+    row = ledger.record(names, using=using)
+    transaction.on_commit(
+        functools.partial(ledger.deliver, names, row, using), using=using
+    )
+
+
+def _server_run() -> str:
+    """Return the run_id of the Redis server this thread reads ("" if none)."""
+    run_id = getattr(cache, "server_run_id", None)
+    return (run_id() if run_id is not None else None) or ""
 
 
 def read_versions(
@@ -174,13 +141,18 @@ def read_versions(
 
     The versions are None when the cache is down. A version key that is
     missing (first use, eviction, a Redis restart) gets a new random value.
+    The first of the versions is the Redis server's ``run_id``, new at every
+    start of the server: a restarted Redis, empty or restored from its
+    persistence files, may hold entries and versions from before bumps it
+    missed while it was away, and none of them is served again.
     """
-    _retry_pending_bumps()
+    ledger.catch_up()
     names = tuple(names)
     version_keys = [_version_key(name) for name in names]
     found = cache.get_many([key, *version_keys] if key else version_keys)
     if last_operation_failed():
         return None, None
+    run = _server_run()
     missing = [
         (n, k) for n, k in zip(names, version_keys, strict=True) if k not in found
     ]
@@ -198,13 +170,14 @@ def read_versions(
             found.update(cache.get_many(raced))
         if last_operation_failed() or any(k not in found for k in version_keys):
             return None, None
-    return tuple(found[k] for k in version_keys), found.get(key) if key else None
+    versions = (run, *(found[k] for k in version_keys))
+    return versions, found.get(key) if key else None
 
 
 def namespace_versions(*names: str) -> dict[str, str] | None:
     """Return the current version of each namespace, or None when the cache is down."""
     versions, _ = read_versions(None, names)
-    return None if versions is None else dict(zip(names, versions, strict=True))
+    return None if versions is None else dict(zip(names, versions[1:], strict=True))
 
 
 class NamespaceMemo:
@@ -223,7 +196,9 @@ class NamespaceMemo:
     def __init__(self, namespace: str, *, maxsize: int = 10_000) -> None:
         self.namespace = namespace
         self.maxsize = maxsize
-        self._entries: OrderedDict[Hashable, tuple[str, Any]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[tuple[str, ...], Any]] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
 
     def get(self, key: Hashable, load: Callable[[], Any]) -> Any:
@@ -234,7 +209,7 @@ class NamespaceMemo:
         versions, _ = read_versions(None, (self.namespace,))
         if versions is None:
             return load()
-        version = versions[0]
+        version = versions  # the namespace's, and the server run's
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry[0] == version:

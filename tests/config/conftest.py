@@ -11,18 +11,30 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings as django_settings
+from django.db import connection
 
 from config.cache.backend import failures
-from config.cache.namespaces import pending_bumps
+from config.cache.namespaces import ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def free_port() -> int:
+    """Return a free TCP port: from TEST_PORT_RANGE ("18100-18199") if set."""
+    low, _, high = os.environ.get("TEST_PORT_RANGE", "0-0").partition("-")
+    for port in range(int(low), int(high or low) + 1):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError(f"no free port in TEST_PORT_RANGE {low}-{high}")
+
+
 class RedisServer:
     def __init__(self) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.extra_args: list[str] = []
 
@@ -83,11 +95,22 @@ def redis_server(settings) -> Iterator[RedisServer]:
     }
     settings.CACHE_RETRY_AFTER = 0  # no circuit breaker unless a test sets one
     failures.reset()
-    pending_bumps.clear()
+    ledger.reset()
     yield server
     server.kill()
     failures.reset()
-    pending_bumps.clear()
+    ledger.reset()
+
+
+@pytest.fixture
+def database_url(django_db_setup) -> str:
+    """Return the URL of the test database, for a child process."""
+    settings = connection.settings_dict
+    password = f":{settings['PASSWORD']}" if settings["PASSWORD"] else ""
+    return (
+        f"postgres://{settings['USER']}{password}@{settings['HOST'] or 'localhost'}:"
+        f"{settings['PORT'] or 5432}/{settings['NAME']}"
+    )
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 from django.core.cache import cache, caches
-from django.db import connection
 from django.urls import reverse
 from rest_framework.test import APIClient
 
@@ -42,15 +41,6 @@ def mgets(server) -> int:
 
 def other_process(server) -> redis.Redis:
     return redis.Redis(port=server.port, protocol=2)
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
-    return (
-        f"postgres://{db['USER']}{password}@{db['HOST'] or 'localhost'}:"
-        f"{db['PORT'] or 5432}/{db['NAME']}"
-    )
 
 
 def redis_name(key: str) -> str:
@@ -92,11 +82,11 @@ def test_a_delete_or_flush_by_another_process_drops_the_copies(redis_server):
 
 def test_own_writes_are_read_at_once_by_every_thread_of_the_process(redis_server):
     cache.set("k", "old")
-    ready, written, backends, seen = threading.Event(), threading.Event(), [], []
+    ready, written, readers, seen = threading.Event(), threading.Event(), [], []
 
     def reader():
-        backends.append(caches["default"])
         assert cache.get_many(["k"]) == {"k": "old"}  # kept by this thread
+        readers.append(caches["default"].reader())
         ready.set()
         written.wait(5)
         seen.append(cache.get_many(["k"]))
@@ -105,7 +95,7 @@ def test_own_writes_are_read_at_once_by_every_thread_of_the_process(redis_server
     thread = threading.Thread(target=reader)
     thread.start()
     assert ready.wait(5)
-    copies = backends[0].reader().copies
+    copies = readers[0].copies
     assert copies.get(redis_name("k")) is not None
     cache.set("k", "new")
     # Gone before the reader has looked at Redis's invalidation message.
@@ -283,7 +273,7 @@ def test_copies_keep_within_their_byte_budget():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_write_in_another_process_reaches_the_next_api_read(settings):
+def test_a_write_in_another_process_reaches_the_next_api_read(settings, database_url):
     """The whole chain: another process's committed update, then this process's GET."""
     product = ProductFactory(name="Before")
     client = APIClient()
@@ -294,7 +284,7 @@ def test_a_write_in_another_process_reaches_the_next_api_read(settings):
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DATABASE_URL": database_url(),
+        "DATABASE_URL": database_url,
         "REDIS_URL": django_settings.CACHES["default"]["LOCATION"],
         "CACHE_KEY_PREFIX": django_settings.CACHES["default"]["KEY_PREFIX"],
         "SECRET_KEY": "another-process-" + "x" * 40,
