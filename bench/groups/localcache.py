@@ -1,4 +1,4 @@
-"""Group ``localcache``: the cache's hit path, local copies against redis-py's own.
+"""localcache: the cache's hit path, local copies against redis-py's own.
 
 A cached read is one MGET of three keys (the entry and two namespace
 versions). Each way of reading them is timed in one process, in CPU and wall
@@ -12,12 +12,13 @@ microseconds per read (median of rounds):
   refuses servers before Redis 7.4: on an older one its floor is lowered in
   this process only, and the row says so.
 
-``python -m bench.localcache`` prints one JSON line; run with the bench
-environment (``Stack.env()``).
+``python -m bench.groups.localcache`` prints one JSON line; ``run`` starts it
+with the bench environment (``Stack.env()``). No server is needed.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -27,7 +28,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.harness import Harness
 from bench.report import Row
+from bench.stack import ROOT
 
 ROUNDS = 5
 READS = 2_000
@@ -109,7 +112,7 @@ def measure() -> dict[str, Any]:
 def rows(env: dict[str, str], cwd: str) -> list[Row]:
     """Run the measurement in a child process; return one row per way of reading."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench.localcache"],
+        [sys.executable, "-m", "bench.groups.localcache"],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -134,6 +137,12 @@ def rows(env: dict[str, str], cwd: str) -> list[Row]:
             )
         )
     return made
+
+
+def run(h: Harness, args: argparse.Namespace) -> None:
+    """Time the cached read each way, in a child process; one row each."""
+    for row in rows(h.stack.env(), str(ROOT)):
+        h.add(row)
 
 
 if __name__ == "__main__":
