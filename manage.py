@@ -20,6 +20,30 @@ def main() -> None:
         if "--traceback" in sys.argv:
             raise
         sys.exit(database_error_line(exc))
+    finally:
+        lost = lost_invalidations()
+    if lost:
+        sys.exit(1)
+
+
+def lost_invalidations() -> str | None:
+    """Wait for the cache bumps this command owes Redis; say so if they never land.
+
+    Its writes are committed, so the command cannot undo them: exiting
+    non-zero with the reason is how it tells that cached reads may be stale.
+    """
+    from django.apps import apps
+
+    if not apps.ready:
+        return None
+    from django.conf import settings
+
+    from config.cache.namespaces import ledger
+
+    lost = ledger.finish(float(getattr(settings, "CACHE_INVALIDATION_WAIT", 10.0)))
+    if lost:
+        sys.stderr.write(f"{lost}\n")
+    return lost
 
 
 def database_error_line(exc: BaseException) -> str:

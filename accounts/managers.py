@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 from django.contrib.auth.base_user import BaseUserManager
 from django.db import models
 
-from config.cache import InvalidatingQuerySetMixin, cache_namespaces_for_user_write
+from accounts.invalidation import user_writes
+from config.cache.namespaces import InvalidatingQuerySetMixin
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -21,7 +22,7 @@ class UserQuerySet(InvalidatingQuerySetMixin, models.QuerySet["User"]):
         pks: Iterable[Any] | None = None,
     ) -> tuple[str, ...]:
         """Return the namespaces a write of *fields* (or a creation) invalidates."""
-        return cache_namespaces_for_user_write(created=created, fields=fields)
+        return user_writes(created=created, fields=fields)
 
     def active(self) -> UserQuerySet:
         """Return users that may sign in."""

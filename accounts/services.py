@@ -26,6 +26,7 @@ from rest_framework_simplejwt.token_blacklist.models import (
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
+from accounts.invalidation import user_writes
 from accounts.models import User
 from accounts.tasks import send_password_reset_email, send_welcome_email
 from accounts.validation import (
@@ -35,7 +36,7 @@ from accounts.validation import (
     username_from_email,
 )
 from config.bulkio import UpsertResult
-from config.cache import bump_on_commit, cache_namespaces_for_user_write
+from config.cache.namespaces import bump_on_commit
 from config.metrics import BULK_ROWS_WRITTEN, TASKS_ENQUEUED
 from config.upsert import MergeTarget, insert_missing, staged_merge
 from config.validation import MSG_REQUIRED, ItemErrorList
@@ -496,7 +497,7 @@ def users_upsert(*, rows: Sequence[dict[str, Any]]) -> UpsertResult:
         user_tokens_revoke(user_ids=deactivated)
     if result.created or result.updated:
         # Raw SQL sends no signal: refresh cached reads once this commits.
-        bump_on_commit(*cache_namespaces_for_user_write(created=not result.updated))
+        bump_on_commit(*user_writes(created=not result.updated))
     return result
 
 
@@ -510,5 +511,5 @@ def users_add(*, rows: Sequence[Sequence[Any]]) -> int:
     """
     added = insert_missing(_USER_ADD, rows, skip_triggers=False)
     if added:
-        bump_on_commit(*cache_namespaces_for_user_write(created=True))
+        bump_on_commit(*user_writes(created=True))
     return added

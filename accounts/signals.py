@@ -7,8 +7,9 @@ from typing import Any
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from accounts.invalidation import user_writes
 from accounts.models import User
-from config.cache import bump_on_commit, cache_namespaces_for_user_write
+from config.cache.namespaces import bump_on_commit
 
 
 @receiver(post_save, sender=User, dispatch_uid="accounts_user_saved")
@@ -20,11 +21,11 @@ def user_saved(
     **kwargs: Any,
 ) -> None:
     """Refresh cached user reads (and products showing the user) after commit."""
-    names = cache_namespaces_for_user_write(created=created, fields=update_fields)
+    names = user_writes(created=created, fields=update_fields)
     bump_on_commit(*names, using=using)
 
 
 @receiver(post_delete, sender=User, dispatch_uid="accounts_user_deleted")
 def user_deleted(sender: type, using: str, **kwargs: Any) -> None:
     """Refresh cached user reads (and products showing the user) after commit."""
-    bump_on_commit(*cache_namespaces_for_user_write(), using=using)
+    bump_on_commit(*user_writes(), using=using)

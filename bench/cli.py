@@ -17,6 +17,7 @@ from bench.groups import (
     admin,
     cache,
     imports,
+    localcache,
     mix,
     mixed,
     ping,
@@ -54,6 +55,7 @@ GROUPS: dict[str, Group] = {
     "mix": Group(mix.run),
     "serving": Group(serving.run),
     "import": Group(imports.run),
+    "localcache": Group(localcache.run),
 }
 
 

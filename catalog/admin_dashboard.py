@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from catalog.analytics import dashboard
 from catalog.invalidation import DASHBOARD_READS
-from config.cache import get_or_compute
+from config.cache.views import get_or_compute
 from config.db_router import primary_reads
 
 CHART_WIDTH = 640

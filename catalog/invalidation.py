@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from config.cache import (
+from config.cache.namespaces import (
     NAMESPACE_CATEGORIES,
     NAMESPACE_OWNERS,
     NAMESPACE_PRODUCTS,

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from catalog.fields import PRODUCT_FIELDS
 from catalog.invalidation import CATEGORY_WRITES, product_writes
-from config.cache import InvalidatingQuerySetMixin
+from config.cache.namespaces import InvalidatingQuerySetMixin
 from config.counting import count_rows_sql
 
 if TYPE_CHECKING:

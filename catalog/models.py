@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.contrib.postgres.search import SearchVector
@@ -6,7 +8,9 @@ from django.db import models
 from django.db.models.functions import Upper
 from django.utils import timezone
 
+from catalog.invalidation import product_writes
 from catalog.managers import CategoryManager, ProductManager
+from config.cache.namespaces import bump_on_commit
 
 SKU_VALIDATOR = RegexValidator(
     r"^[A-Za-z0-9._-]{1,64}$",
@@ -110,3 +114,15 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sku} {self.name}"
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        """Delete the product and refresh its cached reads once that commits.
+
+        Bumped here rather than from a post_delete receiver: a model with no
+        delete receivers and no dependents keeps Django's single-statement
+        ``QuerySet.delete()``, which bumps once for all its rows.
+        """
+        pk = self.pk
+        result = super().delete(*args, **kwargs)
+        bump_on_commit(*product_writes(pks=[pk]), using=kwargs.get("using"))
+        return result

@@ -27,7 +27,7 @@ from catalog.validation import (
     clean_product,
 )
 from config.bulkio import UpsertResult
-from config.cache import bump_on_commit
+from config.cache.namespaces import bump_on_commit
 from config.indexes import check_constraints_now
 from config.upsert import (
     MergeTarget,

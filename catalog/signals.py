@@ -1,4 +1,8 @@
-"""Cache invalidation for saves and deletes (admin forms, plain ORM, cascades)."""
+"""Cache invalidation for saves and deletes (admin forms, plain ORM, cascades).
+
+A product delete bumps from ``Product.delete()``, so that bulk deletes stay one
+statement (a delete receiver makes Django load and signal every row).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from django.dispatch import receiver
 
 from catalog.invalidation import CATEGORY_WRITES, product_writes
 from catalog.models import Category, Product
-from config.cache import bump_on_commit
+from config.cache.namespaces import bump_on_commit
 
 
 @receiver(post_save, sender=Category, dispatch_uid="catalog_category_saved")
@@ -20,7 +24,6 @@ def category_changed(sender: type, using: str, **kwargs: Any) -> None:
 
 
 @receiver(post_save, sender=Product, dispatch_uid="catalog_product_saved")
-@receiver(post_delete, sender=Product, dispatch_uid="catalog_product_deleted")
 def product_changed(
     sender: type, instance: Product, using: str, created: bool = False, **kwargs: Any
 ) -> None:

@@ -168,25 +168,29 @@ REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=0.25)
 # After a Redis failure, skip Redis for this long instead of waiting on it per call.
 CACHE_RETRY_AFTER = env.float("CACHE_RETRY_AFTER", default=5.0)
 # Values each thread keeps of what it read from Redis, invalidated by Redis
-# (CLIENT TRACKING); 0 turns local copies off. See config.cache.LocalCopies.
+# (CLIENT TRACKING); 0 turns local copies off. See config.cache.local_copies.
 CACHE_LOCAL_MAX_BYTES = env.int("CACHE_LOCAL_MAX_BYTES", default=16 * 1024 * 1024)
 # Local copies are served only this long after the connection last proved current.
 CACHE_LOCAL_LEASE = env.float("CACHE_LOCAL_LEASE", default=0.1)
+# Bumps Redis missed are recorded in PostgreSQL; each process replays them at
+# most this often (seconds; 0: only after its own misses). See config.cache.ledger.
+CACHE_LEDGER_POLL = env.float("CACHE_LEDGER_POLL", default=5.0)
+# How long a management command waits for Redis to take its bumps before it
+# exits non-zero saying so.
+CACHE_INVALIDATION_WAIT = env.float("CACHE_INVALIDATION_WAIT", default=10.0)
 REDIS_URL = env.str("REDIS_URL", default="")
 
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "config.cache.FailOpenRedisCache",
+            "BACKEND": "config.cache.backend.FailOpenRedisCache",
             "LOCATION": REDIS_URL,
             "TIMEOUT": CACHE_TTL,
             "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="api"),
             "OPTIONS": {
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                "PARSER_CLASS": "redis.connection._HiredisParser",
                 "SOCKET_CONNECT_TIMEOUT": REDIS_CONNECT_TIMEOUT,
                 "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
-                "IGNORE_EXCEPTIONS": True,
                 "CONNECTION_POOL_KWARGS": {"max_connections": 50},
             },
         }

@@ -140,7 +140,7 @@ def test_cited_paths_exist() -> None:
 def test_the_path_check_catches_a_missing_file() -> None:
     known = repository_paths()
     text = (
-        "See `config/cache.py`, `tests/catalog/`, `manage.py` and `config/cahce.py`.\n"
+        "See `config/health.py`, `tests/catalog/`, `manage.py` and `config/cahce.py`.\n"
     )
     assert missing_paths(text, known) == {"config/cahce.py"}
     assert missing_paths("`docs/nowhere/` and `PERF_GROUND.md`", known) == {

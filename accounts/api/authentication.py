@@ -15,7 +15,7 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken, Token
 
 from accounts.models import User
-from config.cache import NAMESPACE_USERS, NamespaceMemo
+from config.cache.namespaces import NAMESPACE_USERS, NamespaceMemo
 
 # Signed-in reads find their user here instead of in PostgreSQL. Every user
 # write bumps the "users" namespace after commit (the same invalidation as

@@ -46,7 +46,8 @@ from config.api.throttles import (
     RateLimitHeadersMixin,
     RegisterRateThrottle,
 )
-from config.cache import NAMESPACE_USERS, CachedViewMixin
+from config.cache.namespaces import NAMESPACE_USERS
+from config.cache.views import CachedViewMixin
 
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:

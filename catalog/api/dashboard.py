@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from catalog.analytics import dashboard
 from catalog.invalidation import DASHBOARD_READS
-from config.cache import CachedViewMixin
+from config.cache.views import CachedViewMixin
 
 
 def _money(**kwargs: object) -> serializers.DecimalField:

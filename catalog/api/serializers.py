@@ -27,7 +27,7 @@ from catalog.validation import (
     category_missing_message,
     clean_product,
 )
-from config.cache import NAMESPACE_CATEGORIES, NamespaceMemo
+from config.cache.namespaces import NAMESPACE_CATEGORIES, NamespaceMemo
 
 
 class CategoryRefSerializer(serializers.ModelSerializer[Category]):

@@ -63,7 +63,7 @@ from config.api.pagination import (
     LimitOffsetOrCursorPagination,
 )
 from config.api.serializers import BulkErrorSerializer, ErrorSerializer
-from config.cache import CachedViewMixin
+from config.cache.views import CachedViewMixin
 
 IF_MATCH = OpenApiParameter(
     "If-Match",

@@ -11,17 +11,30 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings as django_settings
+from django.db import connection
 
-import config.cache
+from config.cache.backend import failures
+from config.cache.namespaces import ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def free_port() -> int:
+    """Return a free TCP port: from TEST_PORT_RANGE ("18100-18199") if set."""
+    low, _, high = os.environ.get("TEST_PORT_RANGE", "0-0").partition("-")
+    for port in range(int(low), int(high or low) + 1):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError(f"no free port in TEST_PORT_RANGE {low}-{high}")
+
+
 class RedisServer:
     def __init__(self) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.extra_args: list[str] = []
 
@@ -63,7 +76,7 @@ class RedisServer:
 
 
 @pytest.fixture
-def redis_server(settings, monkeypatch) -> Iterator[RedisServer]:
+def redis_server(settings) -> Iterator[RedisServer]:
     """Point the default cache at a private redis-server; killed at the end."""
     server = RedisServer()
     server.start()
@@ -71,7 +84,7 @@ def redis_server(settings, monkeypatch) -> Iterator[RedisServer]:
     settings.CACHES = {
         "default": {
             **default,
-            "BACKEND": "config.cache.FailOpenRedisCache",
+            "BACKEND": "config.cache.backend.FailOpenRedisCache",
             "LOCATION": server.url,
             "OPTIONS": {
                 **default.get("OPTIONS", {}),
@@ -81,11 +94,23 @@ def redis_server(settings, monkeypatch) -> Iterator[RedisServer]:
         }
     }
     settings.CACHE_RETRY_AFTER = 0  # no circuit breaker unless a test sets one
-    monkeypatch.setattr(config.cache, "_last_logged", 0.0)
-    monkeypatch.setattr(config.cache, "_open_until", {})
-    monkeypatch.setattr(config.cache, "_pending_bumps", set())
+    failures.reset()
+    ledger.reset()
     yield server
     server.kill()
+    failures.reset()
+    ledger.reset()
+
+
+@pytest.fixture
+def database_url(django_db_setup) -> str:
+    """Return the URL of the test database, for a child process."""
+    settings = connection.settings_dict
+    password = f":{settings['PASSWORD']}" if settings["PASSWORD"] else ""
+    return (
+        f"postgres://{settings['USER']}{password}@{settings['HOST'] or 'localhost'}:"
+        f"{settings['PORT'] or 5432}/{settings['NAME']}"
+    )
 
 
 @pytest.fixture

@@ -51,7 +51,7 @@ def test_readyz_is_503_naming_static_files_when_collectstatic_never_ran(
 @override_settings(
     CACHES={
         "default": {
-            "BACKEND": "config.cache.FailOpenRedisCache",
+            "BACKEND": "config.cache.backend.FailOpenRedisCache",
             "LOCATION": "redis://127.0.0.1:1/0",
             "OPTIONS": {
                 "SOCKET_CONNECT_TIMEOUT": 0.2,

@@ -19,18 +19,15 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 from django.core.cache import cache, caches
-from django.db import connection
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-import config.cache
+import config.cache.views
 from catalog.models import Product
-from config.cache import (
-    NAMESPACE_PRODUCTS,
-    LocalCopies,
-    get_or_compute,
-    namespace_versions,
-)
+from config.cache.backend import FailOpenRedisCache, last_operation_failed
+from config.cache.local_copies import LocalCopies
+from config.cache.namespaces import NAMESPACE_PRODUCTS, namespace_versions
+from config.cache.views import get_or_compute
 from tests.factories import ProductFactory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,15 +41,6 @@ def mgets(server) -> int:
 
 def other_process(server) -> redis.Redis:
     return redis.Redis(port=server.port, protocol=2)
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
-    return (
-        f"postgres://{db['USER']}{password}@{db['HOST'] or 'localhost'}:"
-        f"{db['PORT'] or 5432}/{db['NAME']}"
-    )
 
 
 def redis_name(key: str) -> str:
@@ -94,11 +82,11 @@ def test_a_delete_or_flush_by_another_process_drops_the_copies(redis_server):
 
 def test_own_writes_are_read_at_once_by_every_thread_of_the_process(redis_server):
     cache.set("k", "old")
-    ready, written, backends, seen = threading.Event(), threading.Event(), [], []
+    ready, written, readers, seen = threading.Event(), threading.Event(), [], []
 
     def reader():
-        backends.append(caches["default"])
         assert cache.get_many(["k"]) == {"k": "old"}  # kept by this thread
+        readers.append(caches["default"].reader())
         ready.set()
         written.wait(5)
         seen.append(cache.get_many(["k"]))
@@ -107,10 +95,11 @@ def test_own_writes_are_read_at_once_by_every_thread_of_the_process(redis_server
     thread = threading.Thread(target=reader)
     thread.start()
     assert ready.wait(5)
-    assert backends[0]._copies.get(redis_name("k")) is not None
+    copies = readers[0].copies
+    assert copies.get(redis_name("k")) is not None
     cache.set("k", "new")
     # Gone before the reader has looked at Redis's invalidation message.
-    assert backends[0]._copies.get(redis_name("k")) is None
+    assert copies.get(redis_name("k")) is None
     written.set()
     thread.join(5)
     assert seen == [{"k": "new"}]
@@ -128,6 +117,16 @@ def test_a_lost_connection_drops_the_copies(redis_server):
     assert cache.get_many(["k"]) == {"k": "new"}
 
 
+def test_a_lost_invalidation_connection_drops_the_copies(redis_server):
+    cache.set("k", "old")
+    assert cache.get_many(["k"]) == {"k": "old"}
+    writer = other_process(redis_server)
+    writer.client_kill_filter(_type="pubsub")  # where invalidations arrive
+    writer.set(redis_name("k"), pickle.dumps("new"))
+
+    assert cache.get_many(["k"]) == {"k": "new"}
+
+
 def test_copies_are_trusted_only_within_the_lease(redis_server):
     cache.set("k", "v")
     assert cache.get_many(["k"]) == {"k": "v"}
@@ -135,8 +134,8 @@ def test_copies_are_trusted_only_within_the_lease(redis_server):
     assert cache.get_many(["k"]) == {"k": "v"}
     assert mgets(redis_server) == before
 
-    backend = caches["default"]
-    backend._confirmed_at -= backend._lease  # the lease runs out
+    reader = caches["default"].reader()
+    reader.confirmed_at -= reader.lease  # the lease runs out
     assert cache.get_many(["k"]) == {"k": "v"}
     assert mgets(redis_server) == before + 1  # asked Redis, and renewed it
     assert cache.get_many(["k"]) == {"k": "v"}
@@ -163,9 +162,8 @@ def test_without_client_tracking_every_read_asks_redis(
         **django_settings.CACHES["default"],
         "LOCATION": f"redis://reader:secret@127.0.0.1:{redis_server.port}/0",
     }
-    monkeypatch.setattr(config.cache, "_local_logged", False)
     caplog.set_level(logging.WARNING, logger="config.cache")
-    backend = config.cache.FailOpenRedisCache(params["LOCATION"], params)
+    backend = FailOpenRedisCache(params["LOCATION"], params)
     backend.set("k", "v")
     before = mgets(redis_server)
 
@@ -175,9 +173,7 @@ def test_without_client_tracking_every_read_asks_redis(
     assert [r.getMessage() for r in caplog.records if "TRACKING" in r.getMessage()]
 
 
-def test_a_server_without_resp3_is_read_without_copies(
-    redis_server, settings, monkeypatch
-):
+def test_a_server_without_resp3_still_serves_local_copies(redis_server, settings):
     redis_server.kill()
     redis_server.extra_args = ["--rename-command", "HELLO", ""]
     redis_server.start()
@@ -189,14 +185,13 @@ def test_a_server_without_resp3_is_read_without_copies(
             "OPTIONS": {**options, "CONNECTION_POOL_KWARGS": {"protocol": 2}},
         }
     }
-    monkeypatch.setattr(config.cache, "_local_logged", False)
     cache.set("k", "v")
     before = mgets(redis_server)
 
     for _ in range(3):
         assert cache.get_many(["k"]) == {"k": "v"}
-    assert mgets(redis_server) == before + 3
-    assert not config.cache.last_operation_failed()
+    assert mgets(redis_server) == before + 1  # then from the copies
+    assert not last_operation_failed()
 
 
 def test_a_burst_of_invalidations_is_applied_without_recursion(redis_server):
@@ -207,17 +202,15 @@ def test_a_burst_of_invalidations_is_applied_without_recursion(redis_server):
     writer = other_process(redis_server)
     writer.delete(*[redis_name(k) for k in keys])  # 3,000 invalidations
     writer.ping()
-    # Read a reply with every one of them queued ahead of it.
-    connection = backend._read_connection
-    connection.send_command("MGET", redis_name("k0"))
-    assert backend._read_reply(connection) == [None]
-    assert len(backend._copies) == 0
+    # Applied one by one before the next read, whatever their number.
+    assert cache.get_many(["k0"]) == {}
+    assert len(backend.reader().copies) == 0
 
 
 def test_writes_forget_the_keys_they_name_whatever_the_arguments(redis_server):
     cache.set_many({"a": 1, "b": 2}, version=2)
     assert cache.get_many(["a", "b"], version=2) == {"a": 1, "b": 2}
-    copies = caches["default"]._copies
+    copies = caches["default"].reader().copies
     assert copies.get(cache.make_key("a", version=2)) is not None
 
     assert cache.delete_many(iter(["a", "b"]), version=2) == 2
@@ -230,19 +223,20 @@ def test_another_thread_on_the_same_backend_uses_the_pool(redis_server, monkeypa
     backend = caches["default"]
     assert backend.get_many(["k"]) == {"k": "v"}  # opens this thread's connection
     owner = threading.get_ident()
-    fetch = backend._fetch
+    reader = backend.reader()
+    mget = reader.mget
 
     def owner_only(names):
         assert threading.get_ident() == owner, "another thread used the connection"
-        return fetch(names)
+        return mget(names)
 
-    monkeypatch.setattr(backend, "_fetch", owner_only)
+    monkeypatch.setattr(reader, "mget", owner_only)
     seen = []
     thread = threading.Thread(target=lambda: seen.append(backend.get_many(["k"])))
     thread.start()
     thread.join(5)
     assert seen == [{"k": "v"}]
-    assert not config.cache.last_operation_failed()
+    assert not last_operation_failed()
 
 
 def test_an_entry_is_not_served_past_its_timeout(redis_server, monkeypatch):
@@ -253,12 +247,12 @@ def test_an_entry_is_not_served_past_its_timeout(redis_server, monkeypatch):
     clock = types.SimpleNamespace(
         time=lambda: later, monotonic=time.monotonic, sleep=time.sleep
     )
-    monkeypatch.setattr(config.cache, "time", clock)
+    monkeypatch.setattr(config.cache.views, "time", clock)
     assert get_or_compute("e", lambda: b"3", timeout=60) == (b"3", False)
 
 
 def test_copies_keep_within_their_byte_budget():
-    entry = len("a") + len(b"1234") + config.cache._ENTRY_OVERHEAD
+    entry = LocalCopies.size("a", b"1234")
     copies = LocalCopies(max_bytes=2 * entry)
     copies.put("a", b"1234")
     copies.put("b", b"1234")
@@ -279,7 +273,7 @@ def test_copies_keep_within_their_byte_budget():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_write_in_another_process_reaches_the_next_api_read(settings):
+def test_a_write_in_another_process_reaches_the_next_api_read(settings, database_url):
     """The whole chain: another process's committed update, then this process's GET."""
     product = ProductFactory(name="Before")
     client = APIClient()
@@ -290,7 +284,7 @@ def test_a_write_in_another_process_reaches_the_next_api_read(settings):
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DATABASE_URL": database_url(),
+        "DATABASE_URL": database_url,
         "REDIS_URL": django_settings.CACHES["default"]["LOCATION"],
         "CACHE_KEY_PREFIX": django_settings.CACHES["default"]["KEY_PREFIX"],
         "SECRET_KEY": "another-process-" + "x" * 40,

@@ -1,4 +1,4 @@
-from config.cache import NamespaceMemo, bump_namespace
+from config.cache.namespaces import NamespaceMemo, bump_namespace
 
 
 class Loader:

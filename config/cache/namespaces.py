@@ -1,0 +1,302 @@
+"""Namespace versions: what a cached value depends on, and how writes invalidate it.
+
+A cached value is stored with the versions of the namespaces it depends on
+("products", "product:12", "users"...) and served only while they are still
+current. A write bumps the version of its namespaces after commit, so every
+older entry stops being served at once and is overwritten or expires; nothing
+scans keys.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+
+from config.cache.backend import last_operation_failed
+from config.cache.ledger import BumpLedger
+
+NAMESPACE_CATEGORIES = "categories"  # category rows (embedded in products)
+NAMESPACE_PRODUCTS = "products"  # any product row: lists, counts, the dashboard
+NAMESPACE_USERS = "users"  # user rows (any change, sign-ups included)
+NAMESPACE_OWNERS = "owners"  # user fields embedded in products (username, is_active)
+EVERY_OBJECT = "*"
+
+
+def object_namespace(kind: str, pk: object = EVERY_OBJECT) -> str:
+    """Return the namespace of one object of *kind* (EVERY_OBJECT: all of them).
+
+    A detail entry depends on its object's namespace and on the EVERY_OBJECT
+    one, so a write that names its rows bumps only theirs, and a write that
+    cannot name them (a queryset update) bumps the EVERY_OBJECT namespace.
+    """
+    return f"{kind}:{pk}"
+
+
+def is_object_namespace(name: str) -> bool:
+    """Return whether *name* is one object's namespace (not EVERY_OBJECT's)."""
+    return ":" in name and not name.endswith(f":{EVERY_OBJECT}")
+
+
+def _version_key(name: str) -> str:
+    return f"ns:{name}"
+
+
+def _new_version() -> str:
+    # Random, never reused: a version key lost to eviction or a Redis restart
+    # cannot bring back entries stored under an older version.
+    return uuid.uuid4().hex[:16]
+
+
+def _version_timeout(name: str) -> int | None:
+    # One object's version is worth keeping only while entries computed under
+    # it may live: once it expires, the next read draws a new random version,
+    # which no older entry carries; so versions of single objects cannot pile
+    # up in Redis. Shared versions are few and read by every entry: kept, so
+    # they never expire under all the entries at once.
+    if not is_object_namespace(name):
+        return None
+    return max(settings.CACHE_TTL, getattr(settings, "USER_CACHE_TTL", 0))
+
+
+def _set_versions(names: Iterable[str]) -> bool:
+    """Give each namespace of *names* a new version; return whether Redis failed."""
+    by_timeout: dict[int | None, dict[str, str]] = {}
+    for name in names:
+        by_timeout.setdefault(_version_timeout(name), {})[_version_key(name)] = (
+            _new_version()
+        )
+    failed = False
+    for timeout, versions in by_timeout.items():
+        cache.set_many(versions, timeout)
+        failed = failed or last_operation_failed()
+    return failed
+
+
+def _apply(names: Iterable[str]) -> bool:
+    """Give *names* new versions; return whether Redis took them.
+
+    It returns once Redis has sent every other process's invalidation of its
+    local copies of the versions.
+    """
+    if _set_versions(names):
+        return False
+    if hasattr(cache, "await_invalidations"):
+        cache.await_invalidations()
+    return True
+
+
+def _every_object(name: str) -> str | None:
+    if not is_object_namespace(name):
+        return None
+    return object_namespace(name.split(":", 1)[0])
+
+
+ledger = BumpLedger(_apply, _every_object)
+
+
+def bump_namespace(*names: str) -> bool:
+    """Invalidate every cached response that depends on *names*, now.
+
+    Call it after commit (see bump_on_commit); return whether Redis took the
+    bump. A bump Redis missed is recorded and replayed (``config.cache.ledger``).
+    """
+    if not names:
+        return True
+    return ledger.deliver(names)
+
+
+def bump_on_commit(*names: str, using: str | None = None) -> None:
+    """Bump *names* once the current transaction commits (now in autocommit).
+
+    Inside a transaction the bump is recorded in it (``config.cache.ledger``),
+    so it survives a Redis that misses it and a process that dies after commit.
+    """
+    if not names:
+        return
+    row = ledger.record(names, using=using)
+    transaction.on_commit(
+        functools.partial(ledger.deliver, names, row, using), using=using
+    )
+
+
+def _server_run() -> str:
+    """Return the run_id of the Redis server this thread reads ("" if none)."""
+    run_id = getattr(cache, "server_run_id", None)
+    return (run_id() if run_id is not None else None) or ""
+
+
+def read_versions(
+    key: str | None, names: Iterable[str]
+) -> tuple[tuple[str, ...] | None, Any]:
+    """Return (the versions of *names*, the value at *key*) in one round trip.
+
+    The versions are None when the cache is down. A version key that is
+    missing (first use, eviction, a Redis restart) gets a new random value.
+    The first of the versions is the Redis server's ``run_id``, new at every
+    start of the server: a restarted Redis, empty or restored from its
+    persistence files, may hold entries and versions from before bumps it
+    missed while it was away, and none of them is served again.
+    """
+    ledger.catch_up()
+    names = tuple(names)
+    version_keys = [_version_key(name) for name in names]
+    found = cache.get_many([key, *version_keys] if key else version_keys)
+    if last_operation_failed():
+        return None, None
+    run = _server_run()
+    missing = [
+        (n, k) for n, k in zip(names, version_keys, strict=True) if k not in found
+    ]
+    if missing:
+        raced = []
+        for name, k in missing:
+            version = _new_version()
+            if cache.add(k, version, _version_timeout(name)):
+                found[k] = version  # what add() wrote: no need to read it back
+            elif last_operation_failed():
+                return None, None
+            else:
+                raced.append(k)  # another process drew it first
+        if raced:
+            found.update(cache.get_many(raced))
+        if last_operation_failed() or any(k not in found for k in version_keys):
+            return None, None
+    versions = (run, *(found[k] for k in version_keys))
+    return versions, found.get(key) if key else None
+
+
+def namespace_versions(*names: str) -> dict[str, str] | None:
+    """Return the current version of each namespace, or None when the cache is down."""
+    versions, _ = read_versions(None, names)
+    return None if versions is None else dict(zip(names, versions[1:], strict=True))
+
+
+class NamespaceMemo:
+    """Values kept in this process for as long as a namespace keeps its version.
+
+    ``get()`` reads the namespace's current version (usually from local
+    copies that Redis invalidates, at most one round trip; far cheaper than
+    the query it replaces) and returns the remembered value only
+    if it was loaded under that version. A write bumps the version after
+    commit, so every process reloads on its next use: invalidation is the
+    same as for cached responses. With the cache down every call loads.
+    Values are shared between the threads of a process: callers must not
+    mutate them (hand out copies).
+    """
+
+    def __init__(self, namespace: str, *, maxsize: int = 10_000) -> None:
+        self.namespace = namespace
+        self.maxsize = maxsize
+        self._entries: OrderedDict[Hashable, tuple[tuple[str, ...], Any]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, load: Callable[[], Any]) -> Any:
+        """Return the value for *key*, calling *load* unless a current one is kept.
+
+        A None from *load* is returned and not kept.
+        """
+        versions, _ = read_versions(None, (self.namespace,))
+        if versions is None:
+            return load()
+        version = versions  # the namespace's, and the server run's
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] == version:
+                self._entries.move_to_end(key)
+                return entry[1]
+        # Loaded after the version was read: a write committed in between
+        # bumps it again, so this value is never kept past a newer write.
+        value = load()
+        if value is not None:
+            with self._lock:
+                self._entries[key] = (version, value)
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.maxsize:
+                    self._entries.popitem(last=False)
+        return value
+
+
+_bulk_updating: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "bulk_updating", default=False
+)
+
+
+class InvalidatingQuerySetMixin:
+    """Bump ``cache_namespaces`` after commit on QuerySet writes (they send no signals).
+
+    Put it before ``models.QuerySet`` in the bases. ``delete()`` is Django's:
+    a single DELETE statement only for a model with no dependents and no
+    delete signal receivers (so ``Product`` bumps from ``Product.delete()``).
+    """
+
+    cache_namespaces: tuple[str, ...] = ()
+
+    def cache_namespaces_written(
+        self,
+        *,
+        created: bool = False,
+        fields: Iterable[str] | None = None,
+        pks: Iterable[Any] | None = None,
+    ) -> tuple[str, ...]:
+        """Return the namespaces a write invalidates.
+
+        *created*: rows were only inserted; *fields*: the columns written
+        (None: unknown); *pks*: the rows written (None: unknown).
+        """
+        return self.cache_namespaces
+
+    def _bump(self, **kwargs: Any) -> None:
+        names = self.cache_namespaces_written(**kwargs)
+        if names:
+            bump_on_commit(*names, using=self.db)  # type: ignore[attr-defined]
+
+    def update(self, **kwargs: Any) -> int:
+        rows = super().update(**kwargs)  # type: ignore[misc]
+        if rows and not _bulk_updating.get():
+            self._bump(fields=kwargs)
+        return rows
+
+    def bulk_create(self, objs: Iterable[Any], *args: Any, **kwargs: Any) -> list[Any]:
+        created = super().bulk_create(objs, *args, **kwargs)  # type: ignore[misc]
+        if created:
+            if kwargs.get("update_conflicts") or kwargs.get("ignore_conflicts"):
+                pks = [obj.pk for obj in created]
+                self._bump(
+                    fields=kwargs.get("update_fields"),
+                    pks=None if None in pks else pks,
+                )
+            else:
+                self._bump(created=True)
+        return created
+
+    def bulk_update(
+        self, objs: Iterable[Any], fields: Iterable[str], *args: Any, **kwargs: Any
+    ) -> int:
+        objs = list(objs)
+        fields = list(fields)
+        # Django's bulk_update runs update() per batch: bump once, by row.
+        token = _bulk_updating.set(True)
+        try:
+            rows = super().bulk_update(objs, fields, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            _bulk_updating.reset(token)
+        if rows:
+            self._bump(fields=fields, pks=[obj.pk for obj in objs])
+        return rows
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        result = super().delete()  # type: ignore[misc]
+        if result[0]:
+            self._bump()
+        return result
