@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import data
+from bench import data, scale
 from bench.mix import Mix, MixOptions, Side
 from bench.mix import rows as mix_rows
 from bench.report import render_text, write_markdown
@@ -29,6 +29,7 @@ GROUPS = [
     "mix",
     "serving",
     "import",
+    "scale",
 ]
 SERVER_GROUPS = ["admin", "cache", "mixed", "users", "products"]
 
@@ -326,6 +327,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
             _guard(runner, "product list uncached", runner.product_list_uncached)
         if set(args.groups) & set(SERVER_GROUPS):
             _guard(runner, "ping again", runner.ping_again)
+        if "scale" in args.groups:
+            _guard(runner, "scale", lambda: scale.reads(runner))
     if "mix" in args.groups:
         _guard(runner, "mix", lambda: _mix(args, runner, main_config, sync))
     if "serving" in args.groups:
@@ -352,6 +355,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
         _guard(runner, "serving", lambda: runner.serving(configs))
     if "import" in args.groups:
         _guard(runner, "import", lambda: runner.imports(size))
+    if "scale" in args.groups:
+        _guard(runner, "scale import", lambda: scale.imports(runner, size))
 
     command = "make bench" + (
         f' ARGS="{shlex.join(argv or sys.argv[1:])}"' if (argv or sys.argv[1:]) else ""
