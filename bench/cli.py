@@ -151,6 +151,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "of an older commit) with the same database and settings, and compare",
     )
     parser.add_argument(
+        "--scale-import",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="scale: also time import_products of the full export (default on)",
+    )
+    parser.add_argument(
         "--database",
         default="bench",
         help="scratch database (dropped and re-seeded when its size differs)",
@@ -355,7 +361,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
         _guard(runner, "serving", lambda: runner.serving(configs))
     if "import" in args.groups:
         _guard(runner, "import", lambda: runner.imports(size))
-    if "scale" in args.groups:
+    if "scale" in args.groups and args.scale_import:
         _guard(runner, "scale import", lambda: scale.imports(runner, size))
 
     command = "make bench" + (
