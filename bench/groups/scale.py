@@ -1,4 +1,4 @@
-"""The `scale` group (issue 16): what must stay flat from 1M to 10M products.
+"""scale (issue 16): what must stay flat from 1M to 10M products.
 
 Lone uncached requests, one at a time with the Redis cache flushed before
 each, so the figure is the server's own time (X-Process-Time, median): the
@@ -9,6 +9,7 @@ export against a plain COPY of the same file.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import csv
 import json
@@ -16,9 +17,14 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from bench import data
-from bench.report import Row
-from bench.scenarios import Runner, _timed_import, _truncate_products, target
+from bench.groups.imports import (
+    _copy_indexed,
+    _copy_plain,
+    _timed_import,
+    _truncate_products,
+)
+from bench.harness import Harness
+from bench.report import Row, target
 from bench.stack import RESULTS_DIR
 
 # Requests per case; the row shows their median server time.
@@ -30,7 +36,14 @@ SKU_PREFIX = "DEMO-00012"  # seed_demo SKUs DEMO-0001200 .. DEMO-0001299
 RARE_SKU = "BENCH-RARE-"  # bench.data.remove_leftovers deletes BENCH- SKUs
 
 
-def reads(runner: Runner) -> None:
+def run(h: Harness, args: argparse.Namespace) -> None:
+    """Time the lone reads on the main server, then (--scale-import) the import."""
+    reads(h)
+    if args.scale_import:
+        imports(h)
+
+
+def reads(runner: Harness) -> None:
     """Time the reads, searches, admin pages and dashboard one request at a time."""
     sample = runner.sample
     assert sample is not None
@@ -96,7 +109,7 @@ def reads(runner: Runner) -> None:
         )
 
 
-def imports(runner: Runner, size: data.Size) -> None:
+def imports(runner: Harness) -> None:
     """Export the catalog, COPY the file into a plain table, import it: rates, memory.
 
     The catalog is emptied and re-created by the import from the export (the
@@ -104,6 +117,7 @@ def imports(runner: Runner, size: data.Size) -> None:
     dates), so the database keeps its size for the next run.
     """
     stack = runner.stack
+    size = runner.size
     csv_path = RESULTS_DIR / f"scale-products-{size.products}.csv"
     started = time.perf_counter()
     stack.manage("export_products", "--output", str(csv_path))
@@ -111,8 +125,8 @@ def imports(runner: Runner, size: data.Size) -> None:
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as handle:
             header = next(csv.reader(handle))
-        plain = runner._copy_plain(csv_path, header)
-        btree = runner._copy_indexed(csv_path, header, gin=False)
+        plain = _copy_plain(stack, csv_path, header)
+        btree = _copy_indexed(stack, csv_path, header, gin=False)
         runner.add(
             Row(
                 f"scale: COPY of the export ({size.products:,} rows), plain table",
@@ -158,7 +172,7 @@ def imports(runner: Runner, size: data.Size) -> None:
 
 
 def _lone(
-    runner: Runner,
+    runner: Harness,
     scenario: str,
     paths: list[str],
     limit_ms: float,
@@ -182,7 +196,7 @@ def _lone(
     )
 
 
-def _half_depth_cursor(runner: Runner) -> str:
+def _half_depth_cursor(runner: Harness) -> str:
     """Return the list path whose cursor points at the middle of the active catalog."""
     with runner.stack.connect() as conn:
         total = conn.execute(
@@ -201,7 +215,7 @@ def _half_depth_cursor(runner: Runner) -> str:
     return f"{runner.api}/products/?limit=20&cursor={token.decode()}"
 
 
-def _add_rare_products(runner: Runner) -> None:
+def _add_rare_products(runner: Harness) -> None:
     """Insert RARE_PRODUCTS products whose name holds RARE_WORD (raw SQL)."""
     sample = runner.sample
     assert sample is not None
@@ -217,7 +231,7 @@ def _add_rare_products(runner: Runner) -> None:
     runner.stack.flush_cache()
 
 
-def _remove_rare_products(runner: Runner) -> None:
+def _remove_rare_products(runner: Harness) -> None:
     with runner.stack.connect() as conn:
         conn.execute("DELETE FROM catalog_product WHERE sku LIKE %s", [RARE_SKU + "%"])
     runner.stack.flush_cache()
