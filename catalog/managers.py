@@ -170,10 +170,9 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
         ANDed, "quoted phrase", -word, or) against the stored
         ``search_document`` (GIN index ``catalog_product_search``); the SKU is
         a case-insensitive prefix (B-tree ``catalog_product_sku_upper``). No
-        rank: the caller's ordering applies. Both predicates are cheap per row
-        and have statistics, so PostgreSQL picks the plan per term: a common
-        word walks the ordering's index until a page of matches, a rare one
-        reads its few matches from the indexes and sorts them.
+        rank: the caller's ordering applies, through ``order_search_by``
+        (which picks between walking the ordering's index and sorting the
+        matches). Both predicates are cheap per row and have statistics.
         """
         q = q.strip()
         if not q:
