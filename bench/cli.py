@@ -22,6 +22,7 @@ from bench.groups import (
     mixed,
     ping,
     products,
+    scale,
     serving,
     users,
 )
@@ -56,6 +57,7 @@ GROUPS: dict[str, Group] = {
     "serving": Group(serving.run),
     "import": Group(imports.run),
     "localcache": Group(localcache.run),
+    "scale": Group(scale.run, served=True),
 }
 
 
@@ -174,6 +176,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="mix: also serve this checkout of the project (e.g. a git worktree "
         "of an older commit) with the same database and settings, and compare",
+    )
+    parser.add_argument(
+        "--scale-import",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="scale: also time import_products of the full export (default on)",
     )
     parser.add_argument(
         "--database",

@@ -51,9 +51,9 @@ class ProductAdmin(CompactChangelistMixin, admin.ModelAdmin):
         "created",
     ]
     list_filter = ["is_active", InStockFilter, "category"]
-    # "=sku" (exact) and "^name" (prefix) are served by the trigram indexes on
-    # UPPER(sku) / UPPER(name); a bare "name" would be a %term% scan of every row.
-    search_fields = ["=sku", "^name"]
+    # The search box runs the API's search (get_search_results): full text
+    # of name and description, or a SKU prefix, in any case.
+    search_fields = ["sku", "name", "description"]
     ordering = ["-created_at", "-id"]
     list_select_related = ["category", "owner"]
     autocomplete_fields = ["category", "owner"]
@@ -69,6 +69,26 @@ class ProductAdmin(CompactChangelistMixin, admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     actions = ["activate_products", "deactivate_products"]
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Product], search_term: str
+    ) -> tuple[QuerySet[Product], bool]:
+        """Search as ``GET /products/?search=`` does, keeping the changelist's order."""
+        if not search_term.strip():
+            return queryset, False
+        # The changelist ordered the queryset already: reorder the matches
+        # the way their number calls for, when it orders by plain columns.
+        terms = [
+            term.replace("pk", "id") if term.lstrip("-") == "pk" else term
+            for term in queryset.query.order_by
+            if isinstance(term, str)
+        ]
+        found = queryset.search(search_term)
+        local = {field.name for field in Product._meta.concrete_fields}
+        plain = len(terms) == len(queryset.query.order_by)
+        if plain and all(term.lstrip("-") in local for term in terms):
+            found = found.order_search_by(*terms)
+        return found, False
 
     @admin.display(description="name", ordering="name")
     def short_name(self, product: Product) -> str:

@@ -15,8 +15,8 @@ from catalog.models import Product
 # pages are deterministic and cursor paging has a unique key.
 ORDERINGS = {"price": "price", "created_at": "created_at", "name": "name"}
 DEFAULT_ORDERING = ("-created_at", "-id")
-# A trigram index can only narrow a substring search that holds three
-# consecutive letters or digits; anything shorter reads every row.
+# A SKU prefix of one or two characters is a range over much of the SKU
+# index, and such a term is rarely a word: ask for three in a row.
 _SEARCHABLE = re.compile(r"\w{3}")
 MSG_SEARCH_TOO_SHORT = "Search for at least 3 letters or digits in a row."
 MSG_NOT_A_BOOLEAN = "Must be true or false (or 1 or 0)."
@@ -76,8 +76,9 @@ class ProductFilterSet(filters.FilterSet):
     search = filters.CharFilter(
         method="filter_search",
         validators=[validate_search],
-        help_text="Text search over name and SKU (substring) and description "
-        "(English full text). Needs 3 letters or digits in a row.",
+        help_text="English full-text search of name and description (web-search "
+        'syntax: words, "a phrase", -word, or) or a SKU prefix, any case. '
+        "Needs 3 letters or digits in a row.",
     )
     ordering = filters.CharFilter(
         method="filter_ordering",
@@ -102,7 +103,7 @@ class ProductFilterSet(filters.FilterSet):
         # Ordering applies when the parameter is absent too (newest first).
         terms = ordering_terms(self.form.cleaned_data["ordering"])
         if (self.form.cleaned_data.get("search") or "").strip():
-            return queryset.order_by_unindexed(*terms)
+            return queryset.order_search_by(*terms)
         return queryset.order_by(*terms)
 
     def filter_category(

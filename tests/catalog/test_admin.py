@@ -5,6 +5,7 @@ import pytest
 from django.contrib.staticfiles import finders
 from django.urls import reverse
 
+from catalog import managers
 from catalog.models import Category, Product
 from config.admin_display import CHANGELIST_CSS
 from tests.factories import CategoryFactory, ProductFactory, UserFactory
@@ -28,16 +29,43 @@ def test_changelist_runs_constant_queries_whatever_the_page(
         admin_client.get(url)
 
 
-def test_search_by_exact_sku_and_name_prefix(admin_client):
-    ProductFactory(sku="ABC-123", name="Walnut desk")
-    ProductFactory(sku="XYZ-999", name="Oak chair")
+def test_search_is_the_api_search_words_or_sku_prefix(admin_client):
+    ProductFactory(sku="ABC-123", name="Walnut desk", description="Sturdy.")
+    ProductFactory(sku="XYZ-999", name="Oak chair", description="Walnut legs.")
     url = reverse(CHANGELIST)
-    response = admin_client.get(url, {"q": "abc-123"})
-    assert b"ABC-123" in response.content
-    assert b"XYZ-999" not in response.content
-    response = admin_client.get(url, {"q": "oak"})
-    assert b"XYZ-999" in response.content
-    assert b"ABC-123" not in response.content
+
+    def skus(term: str) -> set[str]:
+        content = admin_client.get(url, {"q": term}).content
+        return {sku for sku in ("ABC-123", "XYZ-999") if sku.encode() in content}
+
+    assert skus("abc-1") == {"ABC-123"}
+    assert skus("oak") == {"XYZ-999"}
+    assert skus("walnuts") == {"ABC-123", "XYZ-999"}
+    assert skus("sturdy walnut") == {"ABC-123"}
+    assert skus("999") == set()
+
+
+@pytest.mark.parametrize("sorted_up_to", [0, 10_000])
+def test_search_runs_constant_queries_and_keeps_the_order(
+    admin_client, django_assert_max_num_queries, monkeypatch, sorted_up_to
+):
+    # Either plan (walk the ordering's index, or sort the matches) keeps the
+    # changelist's newest-first order.
+    monkeypatch.setattr(managers, "SEARCH_WALK_SHARE", 2.0)
+    monkeypatch.setattr(managers, "SEARCH_SORTED_UP_TO", sorted_up_to)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    for day in range(3):
+        ProductFactory(
+            sku=f"W-{day}", name="Walnut desk", created_at=now.replace(day=day + 1)
+        )
+    url = reverse(CHANGELIST)
+    admin_client.get(url)  # warm the session and content types
+    with django_assert_max_num_queries(13):
+        content = admin_client.get(url, {"q": "walnut"}).content.decode()
+    assert content.index("W-2") < content.index("W-1") < content.index("W-0")
+    ProductFactory.create_batch(20, name="Walnut chair")
+    with django_assert_max_num_queries(13):
+        admin_client.get(url, {"q": "walnut"})
 
 
 def test_filters(admin_client):

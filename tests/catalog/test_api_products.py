@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework import serializers
 
+from catalog import managers
 from catalog.api.serializers import (
     ProductSerializer,
     product_representation,
@@ -214,6 +215,84 @@ def test_search_matches_name_sku_and_description(api_client):
     assert ids(api_client.get(LIST, {"search": "italy"})) == [by_text.pk]
 
 
+def test_search_is_words_and_a_sku_prefix_not_substrings(api_client):
+    desk = ProductFactory(name="Walnut desk", sku="ABC-123", description="Sturdy.")
+    chair = ProductFactory(name="Oak chair", sku="XYZ-999", description="Walnut legs.")
+    # English stemming: the plural finds the singular, in any case.
+    assert set(ids(api_client.get(LIST, {"search": "WALNUTS"}))) == {desk.pk, chair.pk}
+    # A SKU matches from its start, in any case; not in its middle.
+    assert ids(api_client.get(LIST, {"search": "abc-1"})) == [desk.pk]
+    assert ids(api_client.get(LIST, {"search": "123"})) == []
+    # Words, not fragments of words.
+    assert ids(api_client.get(LIST, {"search": "alnu"})) == []
+    # Web-search syntax: words are ANDed, -word excludes, "or" widens, quotes
+    # ask for the words side by side.
+    assert ids(api_client.get(LIST, {"search": "walnut sturdy"})) == [desk.pk]
+    assert ids(api_client.get(LIST, {"search": "walnut -oak"})) == [desk.pk]
+    assert set(ids(api_client.get(LIST, {"search": "desk or chair"}))) == {
+        desk.pk,
+        chair.pk,
+    }
+    assert ids(api_client.get(LIST, {"search": '"walnut legs"'})) == [chair.pk]
+    assert ids(api_client.get(LIST, {"search": '"legs walnut"'})) == []
+
+
+@pytest.fixture(params=["sorted", "walked"])
+def search_plan(request, monkeypatch) -> str:
+    """Force each way a search orders its matches (statistics never decide)."""
+    monkeypatch.setattr(managers, "SEARCH_WALK_SHARE", 2.0)
+    if request.param == "walked":
+        monkeypatch.setattr(managers, "SEARCH_SORTED_UP_TO", 0)
+    return request.param
+
+
+def test_search_orders_matches_as_asked_either_way(api_client, search_plan):
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    made = [
+        ProductFactory(
+            name=f"Walnut thing {i}",
+            price=Decimal(10 - i),
+            created_at=now + timedelta(hours=i),
+        )
+        for i in range(4)
+    ]
+    ProductFactory(name="Oak thing", created_at=now + timedelta(days=1))
+    newest_first = [p.pk for p in reversed(made)]
+    assert ids(api_client.get(LIST, {"search": "walnut"})) == newest_first
+    cheapest_first = newest_first
+    assert ids(api_client.get(LIST, {"search": "walnut", "ordering": "price"})) == (
+        cheapest_first
+    )
+    page = api_client.get(LIST, {"search": "walnut", "limit": 2}).json()
+    assert page["count"] == 4 and ids_of(page) == newest_first[:2]
+
+
+def test_search_list_runs_constant_queries(
+    api_client, django_assert_num_queries, search_plan
+):
+    ProductFactory.create_batch(3, name="Walnut desk")
+    ProductFactory.create_batch(30, name="Walnut chair")
+    counting._plan_estimates.clear()
+    # Two EXPLAINs (the table's and the search's row estimates, then kept for
+    # PLAN_ESTIMATE_SECONDS), the probe counting the matches (up to
+    # SEARCH_SORTED_UP_TO), the page joining category and owner, the capped COUNT.
+    with django_assert_num_queries(5):
+        response = api_client.get(LIST, {"search": "walnut", "limit": 100})
+    assert len(response.json()["results"]) == 33
+
+
+def test_search_walks_when_statistics_call_the_term_common(
+    monkeypatch, django_assert_num_queries
+):
+    ProductFactory.create_batch(3, name="Walnut desk")
+    monkeypatch.setattr(managers, "SEARCH_WALK_SHARE", 0.0)
+    counting._plan_estimates.clear()
+    # Two EXPLAINs (the table's and the search's row estimates), no probe.
+    with django_assert_num_queries(2):
+        queryset = Product.objects.search("walnut").order_search_by("-created_at")
+    assert queryset.query.order_by == ("-created_at",)
+
+
 @pytest.mark.parametrize("term", ["ab", "-", "a b", "x-1"])
 def test_search_without_three_letters_in_a_row_is_400(api_client, term):
     ProductFactory(name="ab x-1")
@@ -224,7 +303,7 @@ def test_search_without_three_letters_in_a_row_is_400(api_client, term):
     }
 
 
-def test_search_uses_the_trigram_and_full_text_indexes():
+def test_search_uses_the_full_text_and_sku_indexes():
     ProductFactory.create_batch(3)
     queryset = Product.objects.search("walnut").values("pk")
     with connection.cursor() as cursor:
@@ -233,19 +312,21 @@ def test_search_uses_the_trigram_and_full_text_indexes():
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute("SET LOCAL enable_indexscan = off")
         plan = queryset.explain()
-    assert "catalog_product_name_trgm" in plan
-    assert "catalog_product_sku_trgm" in plan
-    assert "catalog_product_desc_fts" in plan
+    assert "catalog_product_search" in plan
+    assert "catalog_product_sku_upper" in plan
     assert "Seq Scan on catalog_product" not in plan
 
 
-def test_search_page_sorts_the_matches_instead_of_walking_an_ordered_index():
+def test_rare_search_sorts_the_matches_instead_of_walking_an_ordered_index(
+    monkeypatch,
+):
     ProductFactory.create_batch(3)
+    monkeypatch.setattr(managers, "SEARCH_WALK_SHARE", 2.0)
     queryset = (
         Product.objects.for_api()
         .active()
         .search("zebra")
-        .order_by_unindexed("-created_at", "-id")[:20]
+        .order_search_by("-created_at", "-id")[:20]
     )
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
@@ -256,7 +337,9 @@ def test_search_page_sorts_the_matches_instead_of_walking_an_ordered_index():
 
 
 @pytest.mark.parametrize("ordering", ["", "-price", "name"])
-def test_search_results_page_by_cursor_and_offset_alike(api_client, ordering):
+def test_search_results_page_by_cursor_and_offset_alike(
+    api_client, ordering, search_plan
+):
     now = datetime(2026, 1, 1, tzinfo=UTC)
     for i in range(7):
         ProductFactory(

@@ -644,9 +644,9 @@ def test_dry_run_never_drops_or_builds_indexes(tmp_path):
     assert index_statements(queries, "DROP INDEX") == []
     assert index_statements(queries, "CREATE INDEX") == []
     assert out.startswith(
-        "catalog_product lacks index(es) catalog_product_desc_fts; the next import"
+        "catalog_product lacks index(es) catalog_product_sku_upper; the next import"
     )
-    assert "catalog_product_desc_fts" not in product_indexes()
+    assert "catalog_product_sku_upper" not in product_indexes()
 
 
 def test_run_that_rejects_rows_still_builds_the_indexes(tmp_path):
@@ -674,7 +674,7 @@ def test_indexes_missing_after_a_crash_are_built_by_any_next_run(tmp_path):
     ProductFactory(owner=owner, sku="IMP-00000")
     before = product_indexes()
     # What a run killed between dropping and building leaves behind.
-    lost = ["catalog_product_price", "catalog_product_name_trgm"]
+    lost = ["catalog_product_price", "catalog_product_search"]
     with connection.schema_editor() as editor:
         for index in Product._meta.indexes:
             if index.name in lost:
@@ -685,7 +685,7 @@ def test_indexes_missing_after_a_crash_are_built_by_any_next_run(tmp_path):
     out, _ = run(str(path))
 
     assert out.splitlines()[0] == (
-        "Built missing index(es) catalog_product_name_trgm,"
+        "Built missing index(es) catalog_product_search,"
         " catalog_product_price (left by an interrupted import?)."
     )
     assert product_indexes() == before

@@ -44,9 +44,8 @@ def test_product_indexes_serve_filters_orderings_and_search():
     )
     assert "(price, id)" in indexes["catalog_product_price"]
     assert "(stock, id) WHERE is_active" in indexes["catalog_product_low_stock"]
-    assert "gin_trgm_ops" in indexes["catalog_product_name_trgm"]
-    assert "gin_trgm_ops" in indexes["catalog_product_sku_trgm"]
-    assert "to_tsvector" in indexes["catalog_product_desc_fts"]
+    assert "gin (search_document)" in indexes["catalog_product_search"]
+    assert "upper((sku)::text) text_pattern_ops" in indexes["catalog_product_sku_upper"]
 
 
 def test_product_check_constraints_exist():

@@ -32,6 +32,9 @@ def test_every_connection_runs_with_statement_and_idle_timeouts():
         assert cursor.fetchone()[0] == "30s"
         cursor.execute("SHOW idle_in_transaction_session_timeout")
         assert cursor.fetchone()[0] == "1min"
+        # No JIT: it compiled longer than a rare search term's query ran.
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone()[0] == "off"
 
 
 def test_connections_are_health_checked_before_use(settings):
