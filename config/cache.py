@@ -40,8 +40,9 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config.api.mixins import etag_matches
-from config.db_router import primary_reads
+from config.db_router import fresh_reads
 from config.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_MISSES
+from config.replica import note_committed_write
 
 if TYPE_CHECKING:
     from rest_framework.request import Request
@@ -569,7 +570,9 @@ def bump_namespace(*names: str) -> None:
     """
     if not names:
         return
-    failed = _set_versions(names)
+    # The write's WAL position first: a reader seeing a new version must not
+    # fill it from a replica that has not replayed the write (config.replica).
+    failed = not note_committed_write() or _set_versions(names)
     with _pending_lock:
         if failed:
             _pending_bumps.update(names)
@@ -878,9 +881,9 @@ class CachedViewMixin:
         rendered: list[HttpResponseBase] = []
 
         def compute() -> tuple[int, bytes, dict[str, str]] | None:
-            # A lagging replica would store pre-write data under the new
-            # version, stale until the next write: fill from the primary.
-            with primary_reads():
+            # Never from a replica that lags behind the versions just read:
+            # it would store pre-write data under them, stale until a write.
+            with fresh_reads():
                 response = handler(request, *args, **kwargs)
             # Render now (finalize_response is idempotent; dispatch repeats it)
             # so the bytes can be stored.

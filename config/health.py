@@ -10,6 +10,8 @@ from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 
+from config.replica import replica_state
+
 logger = logging.getLogger(__name__)
 
 # A readiness probe must answer fast; a query slower than this counts as down.
@@ -36,6 +38,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
         "migrations": migrations,
         # Redis down degrades to uncached service, so it never fails readiness.
         "redis": _redis_state(),
+        # Nor does the read replica: reads fall back to the primary.
+        **(replica_state() if database == "ok" else {}),
     }
     return JsonResponse(body, status=200 if ready else 503)
 

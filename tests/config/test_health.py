@@ -24,6 +24,7 @@ def test_readyz_reports_database_migrations_and_redis(client):
         "database": "ok",
         "migrations": "ok",
         "redis": "ok",
+        "replica": "not configured",
     }
     assert "no-cache" in response["Cache-Control"]
 
