@@ -41,6 +41,9 @@ def _newest_pg_bin() -> Path:
 # Debian's server programs (not on PATH): PG_BIN, else the newest installed.
 PG_BIN = Path(os.environ["PG_BIN"]) if os.environ.get("PG_BIN") else _newest_pg_bin()
 NGINX_TEMPLATE = ROOT / "docker" / "nginx.conf"
+# The staff login running_cluster creates with a new database.
+STAFF_EMAIL = "staff@cluster.invalid"
+STAFF_PASSWORD = "cluster-Pa55word-not-secret"
 _taken: set[int] = set()
 
 
@@ -209,6 +212,12 @@ class PostgresPair:
             conn.execute(f'CREATE DATABASE "{name}"')
         self.wait_caught_up()
 
+    def has_database(self, name: str) -> bool:
+        """Return whether *name* exists on the primary."""
+        with self.connect() as conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+            return found.fetchone() is not None
+
     def statements(self, database: str, table: str, *, standby: bool) -> int:
         """Return how many statements naming *table* ran in *database* on one server."""
         with self.connect(standby=standby) as conn:
@@ -283,8 +292,8 @@ class AppInstance:
         """Return where it listens."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> AppInstance:
-        """Start it and wait for /healthz."""
+    def start(self, *, wait: bool = True) -> AppInstance:
+        """Start it and (unless not *wait*) wait for /healthz."""
         env = self.stack.env(
             **self.extra_env,
             HOST="127.0.0.1",
@@ -302,8 +311,14 @@ class AppInstance:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        _wait_healthy(self.base_url, self.process)
+        if wait:
+            self.wait_healthy()
         return self
+
+    def wait_healthy(self) -> None:
+        """Return once it answers /healthz."""
+        assert self.process is not None
+        _wait_healthy(self.base_url, self.process)
 
     def kill(self) -> None:
         """Kill it at once (SIGKILL to its whole process group), as a crash would."""
@@ -322,6 +337,14 @@ class AppInstance:
             self.kill()
 
 
+def nginx_binary() -> str | None:
+    """Return Debian's nginx (in /usr/sbin, often off a user's PATH), or None."""
+    found = shutil.which("nginx")
+    if found is None and Path("/usr/sbin/nginx").exists():
+        found = "/usr/sbin/nginx"
+    return found
+
+
 def nginx_config(template: str, *, port: int, upstreams: list[str], root: Path) -> str:
     """Return docker/nginx.conf made to run here: its own port, these upstreams.
 
@@ -337,9 +360,12 @@ def nginx_config(template: str, *, port: int, upstreams: list[str], root: Path) 
         if stripped.startswith(skip_resolver):
             continue  # no Docker DNS here: fixed addresses
         if stripped.startswith("server api:"):
+            # Same failure settings; fixed addresses instead of `api` resolved.
             indent = line[: len(line) - len(line.lstrip())]
+            _, _, *params = stripped.rstrip(";").split()
+            params = [param for param in params if param != "resolve"]
             lines.extend(
-                f"{indent}server {address} max_fails=1 fail_timeout=2s;"
+                f"{indent}server {' '.join([address, *params])};"
                 for address in upstreams
             )
             continue
@@ -376,7 +402,10 @@ class Nginx:
 
     def start(self) -> Nginx:
         """Write the configuration, check it with `nginx -t` and start nginx."""
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        binary = nginx_binary()
+        if binary is None:
+            raise RuntimeError("nginx is not installed (apt-get install nginx)")
+        self.root.chmod(0o755)  # nginx's workers (nobody, under root) write temp files
         conf = self.root / "nginx.conf"
         conf.write_text(
             nginx_config(
@@ -456,7 +485,6 @@ def running_cluster(
             pair = PostgresPair()
             stop.callback(pair.stop)
             pair.start()
-        pair.create_database(database)
         redis = RedisServer()
         stop.callback(redis.stop)
         redis.start()
@@ -466,9 +494,15 @@ def running_cluster(
             redis_url=redis.url,
             **({"log_path": log_path} if log_path else {}),
         )
-        stack.manage("migrate", "--noinput", "-v", "0")
-        if seed:
-            stack.manage("seed_demo", *seed, "--seed", "1")
+        if not pair.has_database(database):
+            # Migrated, seeded and given its staff login once per pair.
+            pair.create_database(database)
+            stack.manage("migrate", "--noinput", "-v", "0")
+            if seed:
+                stack.manage("seed_demo", *seed, "--seed", "1")
+            stack.manage(
+                "ensure_admin", "--email", STAFF_EMAIL, "--password", STAFF_PASSWORD
+            )
         pair.wait_caught_up()
         env = app_env(
             workers=workers,
@@ -480,7 +514,9 @@ def running_cluster(
         for index in range(instances):
             app = AppInstance(stack, env, name=f"app{index + 1}")
             stop.callback(app.stop)
-            apps.append(app.start())
+            apps.append(app.start(wait=False))
+        for app in apps:
+            app.wait_healthy()
         nginx = None
         if front:
             nginx = Nginx([f"127.0.0.1:{app.port}" for app in apps])

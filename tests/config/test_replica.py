@@ -13,12 +13,10 @@ from collections.abc import Iterator
 import pytest
 
 from bench.client import Client, jwt_access_token
-from bench.cluster import Cluster, running_cluster
+from bench.cluster import STAFF_EMAIL, STAFF_PASSWORD, Cluster, running_cluster
 
-DATABASE = "replica_app"
 API = "/api/v1"
-STAFF_EMAIL = "staff@replica.invalid"
-PASSWORD = "replica-Pa55word-not-secret"
+DATABASE = "app"  # running_cluster's
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +24,8 @@ def cluster(postgres_pair) -> Iterator[Cluster]:
     with running_cluster(
         instances=1,
         pair=postgres_pair,
-        database=DATABASE,
         front=False,
-        seed=("--users", "3", "--products", "60", "--categories", "3"),
     ) as running:
-        running.stack.manage(
-            "ensure_admin", "--email", STAFF_EMAIL, "--password", PASSWORD
-        )
         yield running
 
 
@@ -44,7 +37,7 @@ def base_url(cluster) -> str:
 def _client(base_url: str, email: str | None = None) -> Client:
     client = Client(base_url, timeout=30)
     if email:
-        token = jwt_access_token(client, API, email, PASSWORD)
+        token = jwt_access_token(client, API, email, STAFF_PASSWORD)
         client.headers["Authorization"] = f"Bearer {token}"
     return client
 
@@ -54,7 +47,7 @@ def _register(base_url: str, name: str) -> tuple[Client, int]:
     response = Client(base_url).request(
         "POST",
         f"{API}/users/",
-        json_body={"email": email, "username": name, "password": PASSWORD},
+        json_body={"email": email, "username": name, "password": STAFF_PASSWORD},
     )
     assert response.status == 201, response.body
     return _client(base_url, email), int(response.json()["id"])
