@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import data
+from bench.cluster_bench import cluster_rows, run_cluster_only
 from bench.mix import Mix, MixOptions, Side
 from bench.mix import rows as mix_rows
 from bench.report import render_text, write_markdown
@@ -29,6 +30,7 @@ GROUPS = [
     "mix",
     "serving",
     "import",
+    "cluster",
 ]
 SERVER_GROUPS = ["admin", "cache", "mixed", "users", "products"]
 
@@ -143,6 +145,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="mix: list pages of 20 the list reads pick from (50: offsets 0-980)",
     )
     parser.add_argument(
+        "--cluster-products",
+        type=_positive,
+        default=100_000,
+        help="cluster: products seeded into the cluster's own database (100,000)",
+    )
+    parser.add_argument(
+        "--cluster-users",
+        type=_positive,
+        default=10_000,
+        help="cluster: users seeded into it (10,000)",
+    )
+    parser.add_argument(
         "--mix-server-root",
         type=Path,
         default=None,
@@ -205,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table; return the exit status."""
     args = parse_args(argv)
     ensure_wrk()
+    if args.groups == ["cluster"]:
+        return run_cluster_only(args, argv)
     stack = Stack(database=args.database, redis_url=args.redis_url)
     # Two runs on one scratch database would truncate and reseed under each
     # other: hold a session advisory lock for the whole run.
@@ -352,6 +368,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
         _guard(runner, "serving", lambda: runner.serving(configs))
     if "import" in args.groups:
         _guard(runner, "import", lambda: runner.imports(size))
+    if "cluster" in args.groups:
+        _guard(runner, "cluster", lambda: runner.rows.extend(cluster_rows(args, _log)))
 
     command = "make bench" + (
         f' ARGS="{shlex.join(argv or sys.argv[1:])}"' if (argv or sys.argv[1:]) else ""

@@ -1,0 +1,160 @@
+"""The `cluster` group: the seed mix through nginx over two instances, against one.
+
+`make bench ARGS="--only cluster"` starts the topology of `make cluster`
+(bench/cluster.py: its own PostgreSQL primary and standby, Redis, two app
+instances, nginx with docker/nginx.conf), seeds it, and runs the mix's
+concurrency ladder (bench/mix.py) against instance 1 directly and against
+nginx in turn, step by step; the row that matters is the ratio of the knees.
+On one machine both instances share its cores with wrk, PostgreSQL and Redis,
+so the ratio shows the cost of the extra hop and what a second instance adds
+when cores are spare, not what two hosts would give.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import data
+from bench.cluster import running_cluster
+from bench.mix import Mix, MixOptions, MixRun, knee, median_run
+from bench.report import Row, render_text, write_markdown
+from bench.stack import RESULTS_DIR, ROOT
+
+
+def _ids(mix: Mix, sql: str, params: list[int] | None = None) -> list[int]:
+    with mix.stack.connect() as conn:
+        return [row[0] for row in conn.execute(sql, params)]
+
+
+def _row(label: str, run: MixRun, notes: list[str]) -> Row:
+    return Row(
+        label,
+        rate=run.rps,
+        p50_ms=run.p50_ms,
+        p99_ms=run.p99_ms,
+        errors=run.errors,
+        notes=notes,
+    )
+
+
+def cluster_rows(args: argparse.Namespace, log: Callable[[str], None]) -> list[Row]:
+    """Start the cluster, run the mix's ladder on one instance and on nginx; rows."""
+    seed = (
+        "--users",
+        str(args.cluster_users),
+        "--products",
+        str(args.cluster_products),
+    )
+    workdir = RESULTS_DIR / "cluster"
+    workdir.mkdir(parents=True, exist_ok=True)
+    log(f"cluster: starting ({args.cluster_products:,} products)")
+    with running_cluster(
+        instances=2,
+        workers=args.granian_workers,
+        threads=args.granian_threads,
+        seed=(*seed, "--categories", str(args.categories)),
+        log_path=RESULTS_DIR / "cluster.log",
+    ) as cluster:
+        assert cluster.nginx is not None
+        options = MixOptions(
+            steps=args.mix_steps,
+            step_s=args.mix_step_duration,
+            repeat=args.mix_repeat,
+            users=args.mix_users,
+            detail_ids=args.mix_detail_ids,
+            list_pages=args.mix_list_pages,
+            seed=args.seed,
+        )
+        mix = Mix(
+            cluster.stack,
+            options,
+            detail_ids=[],
+            category_ids=[],
+            workdir=workdir,
+            log=log,
+        )
+        mix.detail_ids = _ids(
+            mix,
+            "SELECT id FROM catalog_product WHERE is_active ORDER BY id LIMIT %s",
+            [options.detail_ids],
+        )
+        mix.category_ids = _ids(mix, "SELECT id FROM catalog_category ORDER BY id")
+        data.django_side(cluster.stack, "mix-users", str(options.users))
+        mix.user_ids = mix._user_ids()
+        targets = [
+            ("one instance", cluster.apps[0].base_url),
+            ("nginx, two instances", cluster.nginx.base_url),
+        ]
+        mix._urls = [url for _, url in targets]
+        tokens = mix.sign_in(cluster.nginx.base_url)
+        runs: dict[str, list[list[MixRun]]] = {
+            label: [[] for _ in options.steps] for label, _ in targets
+        }
+        turn = 0
+        for _ in range(options.repeat):
+            for index, connections in enumerate(options.steps):
+                turn += 1
+                # Alternate which side goes first, as the mix does.
+                for label, url in targets if turn % 2 else targets[::-1]:
+                    run = mix.measure(url, tokens, connections, options.step_s)
+                    log(
+                        f"  cluster {label} c={connections}: {run.rps:,.0f} req/s,"
+                        f" p99 {run.p99_ms:,.0f} ms, {run.errors} errors"
+                    )
+                    runs[label][index].append(run)
+    rows: list[Row] = []
+    knees: dict[str, MixRun] = {}
+    for label, _ in targets:
+        steps = [median_run(step_runs) for step_runs in runs[label]]
+        index, reason = knee(steps)
+        knees[label] = steps[index]
+        for position, run in enumerate(steps):
+            notes = [f"KNEE: {reason}"] if position == index else []
+            rows.append(_row(f"cluster mix, {label}, c={run.connections}", run, notes))
+    one, both = (knees[label] for label, _ in targets)
+    rows.append(
+        Row(
+            "cluster mix knee: nginx + two instances / one instance",
+            rate=both.rps,
+            ratio=both.rps / one.rps if one.rps else None,
+            notes=[
+                f"{both.rps:,.0f} vs {one.rps:,.0f} req/s;"
+                f" p99 {both.p99_ms:,.0f} vs {one.p99_ms:,.0f} ms",
+                "x ping column: the ratio to one instance",
+            ],
+        )
+    )
+    return rows
+
+
+def run_cluster_only(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """`make bench ARGS="--only cluster"`: no scratch database, only the cluster."""
+    started = time.monotonic()
+    load_before = os.getloadavg()[0]
+    rows = cluster_rows(args, lambda message: print(message, file=sys.stderr))
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    context = [
+        f"Cluster: nginx (docker/nginx.conf) over 2 instances of granian "
+        f"{args.granian_workers}x{args.granian_threads}, PostgreSQL 15 primary + "
+        f"streaming standby, Redis; {args.cluster_products:,} products; commit "
+        f"{commit or '?'}.",
+        f"Machine: {os.cpu_count()} cores shared by everything; load {load_before:.1f}"
+        f" at the start, {os.getloadavg()[0]:.1f} at the end; "
+        f"{(time.monotonic() - started) / 60:.0f} min.",
+    ]
+    print(render_text(rows))
+    command = "make bench ARGS=" + repr(" ".join(argv or sys.argv[1:]))
+    write_markdown(Path(args.output), rows, command, context)
+    return 0
