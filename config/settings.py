@@ -153,6 +153,13 @@ def _database(
 
 
 DATABASES = {"default": _database(_default_db)}
+# Behind PgBouncer in transaction mode no server-side cursor survives between
+# statements: Django then fetches whole results, and export_products reads in
+# keyset batches instead.
+DB_DISABLE_SERVER_SIDE_CURSORS = env.bool(
+    "DB_DISABLE_SERVER_SIDE_CURSORS", default=False
+)
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = DB_DISABLE_SERVER_SIDE_CURSORS
 if "DATABASE_REPLICA_URL" in env.ENVIRON:
     _replica = env.db("DATABASE_REPLICA_URL")
     _replica["ENGINE"] = "django_prometheus.db.backends.postgresql"
@@ -164,6 +171,7 @@ if "DATABASE_REPLICA_URL" in env.ENVIRON:
         connect_timeout=env.int("DB_REPLICA_CONNECT_TIMEOUT", default=2),
     )
     DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+    DATABASES["replica"]["DISABLE_SERVER_SIDE_CURSORS"] = DB_DISABLE_SERVER_SIDE_CURSORS
     DATABASE_ROUTERS = ["config.db_router.PrimaryReplicaRouter"]
 
 # Seconds a failed replica is left alone, and a lagging one is not asked again.
