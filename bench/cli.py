@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import subprocess
 import sys
 import time
 import traceback
@@ -14,9 +13,9 @@ from pathlib import Path
 
 from bench import data
 from bench.cluster_bench import cluster_rows, run_cluster_only
-from bench.mix import Mix, MixOptions, Side
+from bench.mix import Mix, Side, options_from
 from bench.mix import rows as mix_rows
-from bench.report import render_text, write_markdown
+from bench.report import render_text, short_commit, write_markdown
 from bench.scenarios import Options, Runner
 from bench.stack import RESULTS_DIR, ROOT, ServerConfig, Stack, server
 from bench.wrk import ensure_wrk
@@ -250,26 +249,11 @@ def _mix(
 ) -> None:
     """Run the seed article's mix against this checkout (and a baseline one)."""
     assert runner.sample is not None
-    options = MixOptions(
-        steps=args.mix_steps,
-        step_s=args.mix_step_duration,
-        repeat=args.mix_repeat,
-        hold_s=args.mix_hold,
-        users=args.mix_users,
-        detail_ids=args.mix_detail_ids,
-        list_pages=args.mix_list_pages,
-        seed=args.seed,
-    )
+    options = options_from(args)
     sides = [Side(f"this checkout, {config.label}", config)]
     if args.mix_server_root is not None:
         root = args.mix_server_root.resolve()
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
+        commit = short_commit(root)
         # The baseline is served the way its commit served by default.
         label = f"baseline {commit or root.name}, {baseline_config.label}"
         sides.append(Side(label, baseline_config, root))
@@ -374,13 +358,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
     command = "make bench" + (
         f' ARGS="{shlex.join(argv or sys.argv[1:])}"' if (argv or sys.argv[1:]) else ""
     )
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    commit = short_commit(ROOT)
     context = [
         f"Data: {size.products:,} products, {size.users:,} users, "
         f"{size.categories} categories (seed {size.seed}); commit {commit or '?'}.",

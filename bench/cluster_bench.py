@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,8 +21,8 @@ from pathlib import Path
 
 from bench import data
 from bench.cluster import running_cluster
-from bench.mix import Mix, MixOptions, MixRun, knee, median_run
-from bench.report import Row, render_text, write_markdown
+from bench.mix import Mix, MixRun, knee, median_run, options_from
+from bench.report import Row, render_text, short_commit, write_markdown
 from bench.stack import RESULTS_DIR, ROOT
 
 
@@ -62,15 +61,7 @@ def cluster_rows(args: argparse.Namespace, log: Callable[[str], None]) -> list[R
         log_path=RESULTS_DIR / "cluster.log",
     ) as cluster:
         assert cluster.nginx is not None
-        options = MixOptions(
-            steps=args.mix_steps,
-            step_s=args.mix_step_duration,
-            repeat=args.mix_repeat,
-            users=args.mix_users,
-            detail_ids=args.mix_detail_ids,
-            list_pages=args.mix_list_pages,
-            seed=args.seed,
-        )
+        options = options_from(args)
         mix = Mix(
             cluster.stack,
             options,
@@ -138,20 +129,14 @@ def run_cluster_only(args: argparse.Namespace, argv: list[str] | None) -> int:
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     rows = cluster_rows(args, lambda message: print(message, file=sys.stderr))
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    commit = short_commit(ROOT)
     context = [
         f"Cluster: nginx (docker/nginx.conf) over 2 instances of granian "
         f"{args.granian_workers}x{args.granian_threads}, PostgreSQL 15 primary + "
         f"streaming standby, Redis; {args.cluster_products:,} products; commit "
         f"{commit or '?'}.",
-        f"Machine: {os.cpu_count()} cores shared by everything; load {load_before:.1f}"
-        f" at the start, {os.getloadavg()[0]:.1f} at the end; "
+        f"{os.cpu_count()} cores shared by every process; load average"
+        f" {load_before:.1f} -> {os.getloadavg()[0]:.1f}; "
         f"{(time.monotonic() - started) / 60:.0f} min.",
     ]
     print(render_text(rows))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import statistics
+import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,3 +123,14 @@ requests, or the figure named in the notes."""
 def median(values: list[float]) -> float:
     """Return the median of *values* (0.0 when empty)."""
     return statistics.median(values) if values else 0.0
+
+
+def short_commit(root: Path) -> str:
+    """Return the short hash of the commit checked out at *root* ('' if unknown)."""
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
