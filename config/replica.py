@@ -49,7 +49,12 @@ def replica_configured() -> bool:
 
 @dataclass
 class _ReplicaState:
-    """What this process knows of the replica (shared by its threads)."""
+    """What this process knows of the replica (shared by its threads).
+
+    One server: the replay position only moves forward, so the highest one
+    seen holds for every connection. DATABASE_REPLICA_URL must therefore name
+    one standby, not a balancer over several that may differ.
+    """
 
     replayed: int = -1  # highest replay position seen
     down_until: float = float("-inf")
@@ -163,14 +168,9 @@ def _choose() -> tuple[str, str]:
     if now < _state.down_until:
         return DEFAULT_DB_ALIAS, "down"
     if _remote_apply():
-        return (
-            (REPLICA_DB_ALIAS, "current")
-            if _connected()
-            else (
-                DEFAULT_DB_ALIAS,
-                "down",
-            )
-        )
+        if _connected():
+            return REPLICA_DB_ALIAS, "current"
+        return DEFAULT_DB_ALIAS, "down"
     required = _required_lsn()  # a primary failure: the request's 503
     if required is None:
         return DEFAULT_DB_ALIAS, "unknown"
