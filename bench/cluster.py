@@ -327,14 +327,14 @@ class AppInstance:
             self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        """Stop it gracefully (SIGTERM), killing it after 30 s."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        """Stop it gracefully (SIGTERM, SIGKILL after 30 s) and delete its files."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
 def nginx_binary() -> str | None:
