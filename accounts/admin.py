@@ -7,7 +7,7 @@ from accounts.forms import AdminPasswordChangeForm, UserChangeForm, UserCreation
 from accounts.models import User
 from accounts.services import users_set_active
 from config.admin_display import CompactChangelistMixin, shortened
-from config.paginators import EstimatedCountPaginator
+from config.counting import EstimatedCountPaginator
 
 
 @admin.register(User)

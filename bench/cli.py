@@ -9,29 +9,55 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import data
-from bench.cluster_bench import cluster_rows, run_cluster_only
-from bench.mix import Mix, Side, options_from
-from bench.mix import rows as mix_rows
-from bench.report import render_text, short_commit, write_markdown
-from bench.scenarios import Options, Runner
-from bench.stack import RESULTS_DIR, ROOT, ServerConfig, Stack, server
+from bench.groups import (
+    admin,
+    cache,
+    cluster,
+    imports,
+    mix,
+    mixed,
+    ping,
+    products,
+    serving,
+    users,
+)
+from bench.harness import Harness, Options
+from bench.report import render_text, write_markdown
+from bench.stack import RESULTS_DIR, ServerConfig, Stack, server, short_commit
 from bench.wrk import ensure_wrk
 
-GROUPS = [
-    "admin",
-    "cache",
-    "mixed",
-    "users",
-    "products",
-    "mix",
-    "serving",
-    "import",
-    "cluster",
-]
-SERVER_GROUPS = ["admin", "cache", "mixed", "users", "products"]
+Step = Callable[[Harness, argparse.Namespace], None]
+
+
+@dataclass(frozen=True)
+class Group:
+    """A scenario group: its door, and whether it runs on the shared main server.
+
+    Served groups run in turn against one server started once; the others
+    start the servers they need themselves.
+    """
+
+    run: Step
+    served: bool = False
+
+
+# The groups in the order they run (served ones first, on the main server).
+GROUPS: dict[str, Group] = {
+    "admin": Group(admin.run, served=True),
+    "cache": Group(cache.run, served=True),
+    "mixed": Group(mixed.run, served=True),
+    "users": Group(users.run, served=True),
+    "products": Group(products.run, served=True),
+    "mix": Group(mix.run),
+    "serving": Group(serving.run),
+    "import": Group(imports.run),
+    # Its own PostgreSQL pair, Redis and servers (bench/cluster.py).
+    "cluster": Group(cluster.run),
+}
 
 
 def _positive(text: str) -> int:
@@ -204,14 +230,14 @@ def _log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _guard(runner: Runner, name: str, step: Callable[[], None]) -> None:
+def _guard(h: Harness, args: argparse.Namespace, name: str, step: Step) -> None:
     """Run one group; a failure becomes a row saying so, and the run goes on."""
     _log(f"{name}")
     try:
-        step()
+        step(h, args)
     except Exception as exc:  # noqa: BLE001 - report and carry on with the others
         traceback.print_exc(file=sys.stderr)
-        runner.skip(name, f"failed: {type(exc).__name__}: {str(exc)[:200]}")
+        h.skip(name, f"failed: {type(exc).__name__}: {str(exc)[:200]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ensure_wrk()
     if args.groups == ["cluster"]:
-        return run_cluster_only(args, argv)
+        return _run_cluster_only(args, argv)
     stack = Stack(database=args.database, redis_url=args.redis_url)
     # Two runs on one scratch database would truncate and reseed under each
     # other: hold a session advisory lock for the whole run.
@@ -241,38 +267,96 @@ def main(argv: list[str] | None = None) -> int:
         lock.close()
 
 
-def _mix(
-    args: argparse.Namespace,
-    runner: Runner,
-    config: ServerConfig,
-    baseline_config: ServerConfig,
-) -> None:
-    """Run the seed article's mix against this checkout (and a baseline one)."""
-    assert runner.sample is not None
-    options = options_from(args)
-    sides = [Side(f"this checkout, {config.label}", config)]
-    if args.mix_server_root is not None:
-        root = args.mix_server_root.resolve()
-        commit = short_commit(root)
-        # The baseline is served the way its commit served by default.
-        label = f"baseline {commit or root.name}, {baseline_config.label}"
-        sides.append(Side(label, baseline_config, root))
-    mix = Mix(
-        runner.stack,
-        options,
-        detail_ids=runner.sample.product_ids,
-        category_ids=runner.sample.category_ids,
-        workdir=runner.workdir,
-        log=_log,
-    )
-    for row in mix_rows(mix.run(sides), options):
-        runner.add(row)
+def server_configs(args: argparse.Namespace) -> dict[str, ServerConfig]:
+    """Return the ways to serve the project, by name; "main" serves the groups."""
+    granian_label = f"{args.granian_workers}x{args.granian_threads}"
+    configs = {
+        "sync": ServerConfig(
+            f"gunicorn sync x{args.workers}, persistent",
+            workers=args.workers,
+            worker_class="sync",
+        ),
+        "gthread": ServerConfig(
+            f"gunicorn gthread {args.gthread_workers}x{args.threads}, pool",
+            workers=args.gthread_workers,
+            worker_class="gthread",
+            threads=args.threads,
+            db_connections="pool",
+        ),
+        "granian": ServerConfig(
+            f"granian {granian_label}",
+            workers=args.granian_workers,
+            threads=args.granian_threads,
+        ),
+        "granian-asgi": ServerConfig(
+            f"granian ASGI {granian_label}",
+            workers=args.granian_workers,
+            worker_class="granian-asgi",
+            threads=args.granian_threads,
+        ),
+        "granian-wsgi": ServerConfig(
+            f"granian WSGI {granian_label}, no front",
+            workers=args.granian_workers,
+            worker_class="granian-wsgi",
+            threads=args.granian_threads,
+        ),
+        "raw": ServerConfig(
+            f"granian raw ASGI x{args.granian_workers} (ceiling)",
+            workers=args.granian_workers,
+            worker_class="raw",
+        ),
+    }
+    return {**configs, "main": configs[args.server]}
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
     """Seed, serve, run the selected groups and print the table."""
     size = data.Size(args.products, args.users, args.categories, args.seed)
-    options = Options(
+    stack.log_path.unlink(missing_ok=True)
+    load_before = os.getloadavg()[0]
+    started = time.monotonic()
+    data.prepare(stack, size, log=_log)
+    stack.flush_cache()
+    h = Harness(
+        stack,
+        _options(args),
+        _log,
+        size=size,
+        sample=data.sample(stack, seed=args.seed),
+        servers=server_configs(args),
+    )
+    _run_groups(h, args)
+    print(render_text(h.rows))
+    write_markdown(
+        Path(args.output),
+        h.rows,
+        _command(argv),
+        _context(args, h, load_before, started),
+    )
+    _log(f"wrote {args.output}")
+    for step in h.after_report:
+        step()
+    return 0
+
+
+def _run_cluster_only(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Run the cluster group alone: it brings its own stores, so no scratch seed."""
+    load_before = os.getloadavg()[0]
+    started = time.monotonic()
+    rows = cluster.cluster_rows(args, _log)
+    print(render_text(rows))
+    write_markdown(
+        Path(args.output),
+        rows,
+        _command(argv),
+        cluster.context(args, load_before, started),
+    )
+    _log(f"wrote {args.output}")
+    return 0
+
+
+def _options(args: argparse.Namespace) -> Options:
+    return Options(
         duration=args.duration,
         repeat=args.repeat,
         paired_repeat=args.paired_repeat,
@@ -283,86 +367,40 @@ def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
         dashboard_samples=args.dashboard_samples,
         row_sample=args.row_sample,
     )
-    stack.log_path.unlink(missing_ok=True)
-    load_before = os.getloadavg()[0]
-    started = time.monotonic()
-    data.prepare(stack, size, log=_log)
-    stack.flush_cache()
-    runner = Runner(stack, options, _log)
-    runner.sample = data.sample(stack, seed=args.seed)
-    sync = ServerConfig(
-        f"gunicorn sync x{args.workers}, persistent",
-        workers=args.workers,
-        worker_class="sync",
-    )
-    gthread = ServerConfig(
-        f"gunicorn gthread {args.gthread_workers}x{args.threads}, pool",
-        workers=args.gthread_workers,
-        worker_class="gthread",
-        threads=args.threads,
-        db_connections="pool",
-    )
-    granian = ServerConfig(
-        f"granian {args.granian_workers}x{args.granian_threads}",
-        workers=args.granian_workers,
-        threads=args.granian_threads,
-    )
-    main_config = {"granian": granian, "sync": sync, "gthread": gthread}[args.server]
-    _log(f"serving with {main_config.label}")
-    with server(stack, main_config) as base_url:
-        runner.use_server(base_url)
-        _guard(runner, "ping", runner.ping)
-        steps = {
-            "admin": runner.admin,
-            "cache": runner.cache,
-            "mixed": runner.mixed,
-            "users": runner.users_bulk,
-            "products": runner.products_bulk,
-        }
-        for group in SERVER_GROUPS:
-            if group in args.groups:
-                _guard(runner, group, steps[group])
-        if "products" in args.groups and "cache" not in args.groups:
-            _guard(runner, "product list uncached", runner.product_list_uncached)
-        if set(args.groups) & set(SERVER_GROUPS):
-            _guard(runner, "ping again", runner.ping_again)
-    if "mix" in args.groups:
-        _guard(runner, "mix", lambda: _mix(args, runner, main_config, sync))
-    if "serving" in args.groups:
-        others = [
-            ServerConfig(
-                f"granian ASGI {args.granian_workers}x{args.granian_threads}",
-                workers=args.granian_workers,
-                worker_class="granian-asgi",
-                threads=args.granian_threads,
-            ),
-            ServerConfig(
-                f"granian WSGI {args.granian_workers}x{args.granian_threads}, no front",
-                workers=args.granian_workers,
-                worker_class="granian-wsgi",
-                threads=args.granian_threads,
-            ),
-            ServerConfig(
-                f"granian raw ASGI x{args.granian_workers} (ceiling)",
-                workers=args.granian_workers,
-                worker_class="raw",
-            ),
-        ]
-        configs = [sync, gthread, granian, *others]
-        _guard(runner, "serving", lambda: runner.serving(configs))
-    if "import" in args.groups:
-        _guard(runner, "import", lambda: runner.imports(size))
-    if "cluster" in args.groups:
-        _guard(runner, "cluster", lambda: runner.rows.extend(cluster_rows(args, _log)))
 
-    command = "make bench" + (
-        f' ARGS="{shlex.join(argv or sys.argv[1:])}"' if (argv or sys.argv[1:]) else ""
-    )
-    commit = short_commit(ROOT)
-    context = [
+
+def _run_groups(h: Harness, args: argparse.Namespace) -> None:
+    """Run ping and the served groups on the main server, then the others."""
+    chosen = {name: g for name, g in GROUPS.items() if name in args.groups}
+    served = {name: g for name, g in chosen.items() if g.served}
+    _log(f"serving with {h.servers['main'].label}")
+    with server(h.stack, h.servers["main"]) as base_url:
+        h.use_server(base_url)
+        _guard(h, args, "ping", ping.run)
+        for name, group in served.items():
+            _guard(h, args, name, group.run)
+        if served:
+            _guard(h, args, "ping again", ping.again)
+    for name, group in chosen.items():
+        if name not in served:
+            _guard(h, args, name, group.run)
+
+
+def _command(argv: list[str] | None) -> str:
+    given = argv or sys.argv[1:]
+    return "make bench" + (f' ARGS="{shlex.join(given)}"' if given else "")
+
+
+def _context(
+    args: argparse.Namespace, h: Harness, load_before: float, started: float
+) -> list[str]:
+    """Return the lines saying what was measured where, under the table."""
+    commit = short_commit()
+    size, stack = h.size, h.stack
+    return [
         f"Data: {size.products:,} products, {size.users:,} users, "
         f"{size.categories} categories (seed {size.seed}); commit {commit or '?'}.",
-        f"Server: {main_config.label} unless the row says otherwise; "
+        f"Server: {h.servers['main'].label} unless the row says otherwise; "
         f"DEBUG=False; database {stack.database!r}; Redis {stack.redis_url}.",
         f"Load: wrk -t1 -c{args.connections} (admin -c{args.admin_connections}), "
         f"{args.duration} s per run, median of {args.repeat} runs (cached "
@@ -372,15 +410,3 @@ def _run(args: argparse.Namespace, argv: list[str] | None, stack: Stack) -> int:
         f"at the start, {os.getloadavg()[0]:.1f} at the end; "
         f"{(time.monotonic() - started) / 60:.0f} min.",
     ]
-    print(render_text(runner.rows))
-    write_markdown(
-        Path(args.output),
-        runner.rows,
-        command,
-        context,
-    )
-    _log(f"wrote {args.output}")
-    if runner.reseed_needed:
-        _log("restoring the seeded catalog for the next run (seed_demo)")
-        runner.restore(size)
-    return 0

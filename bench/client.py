@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import statistics
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -154,45 +153,3 @@ def admin_session_cookie(client: Client, email: str, password: str) -> str:
     if response.status != 302 or not session:
         raise RuntimeError(f"admin login as {email} failed: {response.status}")
     return f"csrftoken={csrf_cookie}; sessionid={session}"
-
-
-@dataclass(frozen=True)
-class Timings:
-    """Summary of sequential requests: wall and server percentiles in ms."""
-
-    count: int
-    total_s: float
-    wall_p50_ms: float
-    wall_p99_ms: float
-    server_p50_ms: float | None
-    server_total_ms: float | None
-    errors: int
-
-    @property
-    def rps(self) -> float:
-        """Return requests per second over the whole sequence."""
-        return self.count / self.total_s if self.total_s else 0.0
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Return the *pct* percentile of *values* (nearest rank)."""
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
-
-
-def summarise(responses: list[Response], total_s: float, ok: set[int]) -> Timings:
-    """Summarise *responses*; statuses outside *ok* count as errors."""
-    walls = [r.wall_s * 1000 for r in responses]
-    servers = [r.server_s * 1000 for r in responses if r.server_s is not None]
-    return Timings(
-        count=len(responses),
-        total_s=total_s,
-        wall_p50_ms=statistics.median(walls) if walls else 0.0,
-        wall_p99_ms=percentile(walls, 99),
-        server_p50_ms=statistics.median(servers) if servers else None,
-        server_total_ms=sum(servers) if servers else None,
-        errors=sum(1 for r in responses if r.status not in ok),
-    )

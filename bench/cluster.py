@@ -3,7 +3,7 @@ a private Redis, app instances and nginx, each a real server in a temp dir.
 
 The pieces serve `make cluster` (python -m bench.cluster), the bench's cluster
 group and the tests (tests/config/test_replica.py, tests/test_cluster.py).
-Ports come from CLUSTER_PORTS ("18400-18499") when set, else from the OS.
+Ports come from BENCH_PORTS ("18400-18499") when set, else from the OS.
 PostgreSQL refuses to run as root: as root, its programs run as the
 `postgres` user (runuser).
 """
@@ -48,22 +48,10 @@ _taken: set[int] = set()
 
 
 def spare_port() -> int:
-    """Return a port nobody listens on: from CLUSTER_PORTS ("lo-hi") when set."""
-    spec = os.environ.get("CLUSTER_PORTS", "")
-    if not spec:
-        return free_port()
-    low, high = (int(part) for part in spec.split("-"))
-    for port in range(low, high + 1):
-        if port in _taken:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _taken.add(port)
-        return port
-    raise RuntimeError(f"no free port in CLUSTER_PORTS={spec}")
+    """Return a free port (from BENCH_PORTS when set) not handed out before here."""
+    port = free_port(exclude=_taken)
+    _taken.add(port)
+    return port
 
 
 def _as_postgres(command: list[str]) -> list[str]:

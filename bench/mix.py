@@ -25,8 +25,7 @@ from typing import Any
 
 from bench import data
 from bench.client import Client, jwt_access_token
-from bench.report import Row
-from bench.scenarios import target
+from bench.report import Row, target
 from bench.stack import (
     BENCH_EMAIL_DOMAIN,
     BENCH_PASSWORD,
@@ -45,8 +44,8 @@ SHARES = {"d": 0.50, "l": 0.20, "c": 0.20, "u": 0.05, "x": 0.05}
 # KNEE_GROWTH or whose p99 is more than KNEE_P99_FACTOR times this step's.
 KNEE_GROWTH = 0.10
 KNEE_P99_FACTOR = 2.0
-# More than any mix run reaches on this machine (ping itself tops out near
-# 4,400 req/s): sizes the pool of products to delete when the rate is not held.
+# More than any mix run has reached (see docs/benchmarks.md): sizes the pool
+# of products to delete when the rate is not held.
 RATE_CEILING = 3000.0
 # The server has settled when this many /healthz in a row answer this fast.
 SETTLED_PINGS = 3

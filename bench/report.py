@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import platform
-import statistics
-import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,17 +118,17 @@ X-Process-Time (the server's own time for the request) of sequential single
 requests, or the figure named in the notes."""
 
 
-def median(values: list[float]) -> float:
-    """Return the median of *values* (0.0 when empty)."""
-    return statistics.median(values) if values else 0.0
+def target(value: float, limit: float, *, below: bool, label: str) -> str:
+    """Return a note saying whether *value* meets the target."""
+    met = value < limit if below else value >= limit
+    sign = "<" if below else ">="
+    return f"{label} target {sign} {limit:g}: {'met' if met else 'NOT met'}"
 
 
-def short_commit(root: Path) -> str:
-    """Return the short hash of the commit checked out at *root* ('' if unknown)."""
-    return subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+def percentile(values: list[float], pct: float) -> float:
+    """Return the *pct* percentile of *values* (nearest rank)."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]

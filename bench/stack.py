@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,11 +102,38 @@ class Stack:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
 
-def free_port() -> int:
-    """Return a TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def short_commit(root: Path = ROOT) -> str:
+    """Return the checkout's abbreviated HEAD commit ("" outside git)."""
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+
+def free_port(exclude: Collection[int] = ()) -> int:
+    """Return a TCP port nobody listens on right now (and not in *exclude*).
+
+    BENCH_PORTS (e.g. ``18300-18399``) keeps the servers in a range shared
+    machines hand out; unset, the system picks any free port. *exclude*
+    holds ports handed out already but not bound yet.
+    """
+    low, _, high = os.environ.get("BENCH_PORTS", "0").partition("-")
+    candidates = range(int(low), int(high or low) + 1) if int(low) else [0] * 20
+    for port in candidates:
+        if port in exclude:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            found = int(sock.getsockname()[1])
+        if found not in exclude:
+            return found
+    raise RuntimeError(f"no free port in BENCH_PORTS={low}-{high}")
 
 
 @dataclass(frozen=True)
@@ -192,7 +219,7 @@ def server(stack: Stack, config: ServerConfig, *, root: Path = ROOT) -> Iterator
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(base_url, process)
+        _wait_healthy(base_url, process, stack.log_path)
         yield base_url
     finally:
         if process.poll() is None:
@@ -206,23 +233,14 @@ def server(stack: Stack, config: ServerConfig, *, root: Path = ROOT) -> Iterator
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-# The name the other groups use: it starts whatever ServerConfig says.
-gunicorn = server
-
-
-def stack_log() -> Path:
-    """Return where the server's output goes."""
-    return RESULTS_DIR / "server.log"
-
-
 def _wait_healthy(
-    base_url: str, process: subprocess.Popen, timeout: float = 60
+    base_url: str, process: subprocess.Popen, log_path: Path, timeout: float = 60
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(
-                f"the server exited with {process.returncode}; see {stack_log()}"
+                f"the server exited with {process.returncode}; see {log_path}"
             )
         try:
             with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:  # noqa: S310

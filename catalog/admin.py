@@ -5,7 +5,7 @@ from django.http import HttpRequest
 from catalog.models import Category, Product
 from catalog.services import products_set_active
 from config.admin_display import CompactChangelistMixin, shortened
-from config.paginators import EstimatedCountPaginator
+from config.counting import EstimatedCountPaginator
 
 
 class InStockFilter(admin.SimpleListFilter):

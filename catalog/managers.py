@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from catalog.invalidation import CATEGORY_WRITES, product_writes
 from config.cache import InvalidatingQuerySetMixin
+from config.counting import count_rows_sql
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -66,9 +67,6 @@ BULK_UPDATE_COLUMNS = {
 }
 
 
-PRODUCT_COUNT_EXACT_UP_TO = 1_000
-
-
 def _estimated_share_sql(table: str, category_table: str) -> str:
     """Return SQL estimating a category's active products from pg_stats."""
     # Built from model metadata only, never from input.
@@ -91,28 +89,21 @@ class CategoryQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Category"]):
     cache_namespaces = CATEGORY_WRITES
 
     def with_product_counts(self) -> CategoryQuerySet:
-        """Annotate ``product_count``: active products, estimated beyond 1,000.
+        """Annotate ``product_count``: active products, counted by count_rows' rule.
 
-        Up to PRODUCT_COUNT_EXACT_UP_TO the count is exact (an index-only
-        probe of catalog_product_cat_active with a LIMIT); beyond, it is the
-        planner statistics' share of the category times the table's row
-        estimate and active fraction. An exact GROUP BY over 1,000,000
-        products took 0.5-0.9 s here, on every catalog write's cache miss.
+        The exact part is an index-only probe of catalog_product_cat_active;
+        the estimate is the planner statistics' share of the category times
+        the table's row estimate and active fraction, so a catalog write's
+        cache miss never groups every product.
         """
         table = self.model._meta.get_field("products").related_model._meta.db_table
         own = self.model._meta.db_table
-        limit = PRODUCT_COUNT_EXACT_UP_TO
-        capped = (
-            f"(SELECT COUNT(*) FROM (SELECT 1 FROM {table} p"  # noqa: S608
+        rows = (
+            f"SELECT 1 FROM {table} p"  # noqa: S608
             f' WHERE p.category_id = "{own}".id AND p.is_active'
-            f" LIMIT {limit + 1}) capped)"
         )
-        estimate = _estimated_share_sql(table, own)
         # Only table names from model metadata and constants: no user input.
-        sql = (
-            f"CASE WHEN {capped} <= {limit} THEN {capped}"
-            f" ELSE GREATEST({estimate}, {limit + 1}) END"
-        )
+        sql = count_rows_sql(rows, _estimated_share_sql(table, own))
         return self.annotate(
             product_count=RawSQL(sql, [], output_field=models.BigIntegerField())  # noqa: S611
         )
@@ -194,9 +185,9 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
         """Insert cleaned product *rows* owned by *owner_id* in one statement.
 
         ``INSERT ... SELECT FROM unnest(arrays)`` sends one array per column
-        instead of Django's one parameter per value: 1,000 rows measured ~80 ms
-        here against ~170 ms for bulk_create (model instances, 11,000
-        parameters to adapt and parse). Return the new ids in *rows* order.
+        instead of Django's one parameter per value (bulk_create builds model
+        instances and adapts 11 parameters a row; docs/benchmarks.md has the
+        comparison). Return the new ids in *rows* order.
         """
         if not rows:
             return []
@@ -224,11 +215,11 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
         Rows may send different fields: a field a row leaves out travels as
         NULL and COALESCE keeps the stored value (every product column is NOT
         NULL, so NULL can only mean "not sent"). Django's bulk_update would
-        build one CASE WHEN per field, several times slower. Return the ids
+        build one CASE WHEN per field instead. Return the ids
         written; an id that names no product is skipped.
         """
         if not rows:
-            return 0
+            return []
         columns = [c for c in BULK_UPDATE_COLUMNS if any(c in row for row in rows)]
         table = self.model._meta.db_table
         # Only the first VALUES row needs casts; PostgreSQL types the rest from it.
@@ -268,10 +259,11 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
         A search filter is estimated poorly (full-text matches default to
         0.5% of rows), so with a plain ORDER BY created_at LIMIT 20 PostgreSQL
         walks the created_at index and runs to_tsvector() on every row until
-        20 match: seconds (or the statement timeout) for a rare word. Sorting
-        by an expression makes the BitmapOr of the search indexes, then a
-        top-N sort of the matches, the only plan. Each ``sort_<field>``
-        annotation keeps the order (and cursor values) of its field.
+        20 match: most of the table (or the statement timeout) for a rare
+        word. Sorting by an expression makes the BitmapOr of the search
+        indexes, then a top-N sort of the matches, the only plan. Each
+        ``sort_<field>`` annotation keeps the order (and cursor values) of its
+        field.
         """
         annotations = {}
         ordered = []
@@ -281,10 +273,6 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
             annotations[alias] = _unindexed(self.model._meta.get_field(field))
             ordered.append(term.replace(field, alias))
         return self.annotate(**annotations).order_by(*ordered)
-
-    def for_admin(self) -> ProductQuerySet:
-        """Return products with what the admin changelist shows, joined in one query."""
-        return self.select_related("category", "owner")
 
 
 def _unindexed(field: models.Field) -> models.Expression:

@@ -19,8 +19,7 @@ from bench.mix import (
     run_mix_wrk,
     write_data_file,
 )
-from bench.report import Row, render_markdown, render_text
-from bench.scenarios import target
+from bench.report import Row, render_markdown, render_text, target
 from bench.stack import Stack
 from bench.wrk import run_wrk
 from catalog.models import Product

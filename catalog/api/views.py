@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
 from django.http import Http404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -223,13 +224,29 @@ class ProductViewSet(
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         if KeysetCursorPagination.cursor_query_param in request.query_params:
             return super().list(request, *args, **kwargs)  # keyed on instances
-        # Offset pages read flat values: no model instances for 20-100 rows
-        # and their categories and owners.
-        queryset = self.filter_queryset(self.get_queryset())
-        rows = self.paginate_queryset(queryset.values_list(*API_VALUES))
+        # Offset pages count and skip rows of the product table alone (no
+        # joins); page_rows then reads the page's flat values.
+        queryset = self.filter_queryset(self.get_queryset()).select_related(None)
+        rows = self.paginate_queryset(queryset.values("pk"))
         return self.get_paginated_response(
             [product_row_representation(row) for row in rows]
         )
+
+    def page_rows(self, page: QuerySet) -> QuerySet:
+        """Return the API values of the products of one offset *page*.
+
+        A deferred join: PostgreSQL skips an offset's rows on the ordering's
+        index and joins categories and owners to the page's rows only, where
+        one query with the joins would join every skipped row too.
+        """
+        if page.query.annotations:
+            # Ordered by expressions (a search): they exist in the page's
+            # query only, so it reads the values itself.
+            return page.values_list(*API_VALUES)
+        rows = Product.objects.filter(pk__in=page)
+        if page.query.order_by:
+            rows = rows.order_by(*page.query.order_by)
+        return rows.values_list(*API_VALUES)
 
     def filter_queryset(self, queryset: Any) -> Any:
         if self.action == "list" and self.request.query_params.keys().isdisjoint(

@@ -17,8 +17,8 @@ MAX_ACCEPT_LENGTH = 512
 class RememberingContentNegotiation(DefaultContentNegotiation):
     """DRF's negotiation, computed once per renderers, Accept header and format.
 
-    DRF parses the Accept header and builds the query dict on every request
-    (about 8% of a cached read here). Its answer depends only on the view's
+    DRF parses the Accept header and builds the query dict on every request,
+    a visible share of a cached read. Its answer depends only on the view's
     renderers (class, media type, format), the Accept header and the
     requested format (a URL suffix or ``?format=``), so it is remembered per
     combination, as the position of the renderer chosen. Failures

@@ -1,9 +1,8 @@
 """Pagination that stays fast on big tables: cheap counts and keyset cursors.
 
-Counts: an unfiltered big table answers with the planner's row estimate
-(``config.paginators.fast_count``); a filtered query counts exactly up to
-``COUNT_EXACT_UP_TO`` matches and beyond that answers with the planner's
-estimate for the query, so no request runs a COUNT(*) over millions of rows.
+Counts follow ``config.counting.count_rows``: exact up to a thousand matches,
+beyond that PostgreSQL's estimate, so no request runs a COUNT(*) over
+millions of rows.
 
 Cursors: ``?cursor=`` switches a list to keyset paging on its ordering (the
 last ordering term must be unique, e.g. ``id``), which stays fast at any depth
@@ -27,21 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
-from config.paginators import fast_count, planned_row_count
-
-# Counting this many matching rows costs a few milliseconds at most, even
-# where each needs a heap visit.
-COUNT_EXACT_UP_TO = 1_000
-
-
-def cheap_count(queryset: QuerySet) -> int:
-    """Return the exact count of small results and an estimate for large ones."""
-    if not queryset.query.where:
-        return fast_count(queryset.order_by())
-    exact = queryset.order_by().values("pk")[: COUNT_EXACT_UP_TO + 1].count()
-    if exact <= COUNT_EXACT_UP_TO:
-        return exact
-    return max(planned_row_count(queryset.order_by()), exact)
+from config.counting import count_rows
 
 
 class LimitOffsetPagination(pagination.LimitOffsetPagination):
@@ -55,8 +40,8 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
 
     default_limit = 20
     max_limit = 100
-    # PostgreSQL reads and discards every skipped row: offset 100,000 of a
-    # 1,000,000-row catalog took ~0.7 s here. Keyset cursors page any depth.
+    # PostgreSQL reads and discards every skipped row, so deep offsets cost
+    # in proportion to their depth; keyset cursors page any depth.
     max_offset = 10_000
     deep_paging_hint = ""
 
@@ -73,7 +58,11 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
             raise ValidationError(
                 {self.offset_query_param: [message + self.deep_paging_hint]}
             )
-        rows = list(queryset[self.offset : self.offset + self.limit + 1])
+        page = queryset[self.offset : self.offset + self.limit + 1]
+        # A view may read the page's columns in a second step (page_rows): the
+        # skipped rows are then walked on an index alone, without their joins.
+        page_rows = getattr(view, "page_rows", None)
+        rows = list(page if page_rows is None else page_rows(page))
         self.has_more = len(rows) > self.limit
         rows = rows[: self.limit]
         seen = self.offset + len(rows)
@@ -88,7 +77,7 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
 
     def get_count(self, queryset: QuerySet | list) -> int:
         if isinstance(queryset, QuerySet):
-            return cheap_count(queryset)
+            return count_rows(queryset)
         return len(queryset)
 
     def get_next_link(self) -> str | None:

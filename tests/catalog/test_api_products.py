@@ -22,7 +22,7 @@ from catalog.filtersets import MSG_NOT_A_BOOLEAN
 from catalog.models import Category, Product
 from catalog.services import product_create, product_update, products_set_active
 from catalog.validation import clean_product
-from config.api import pagination
+from config import counting
 from tests.factories import CategoryFactory, ProductFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -76,10 +76,32 @@ def test_list_runs_constant_queries_at_page_size_1_and_100(
     # One more row than the largest page, so that neither page is the last.
     for i in range(101):
         ProductFactory(category=category, owner=owners[i % 3])
-    # One SELECT joining category and owner, and one COUNT (capped).
-    with django_assert_num_queries(2):
+    # One SELECT joining category and owner to the page's rows, one COUNT.
+    with django_assert_num_queries(2) as captured:
         response = api_client.get(LIST, {"limit": size})
     assert len(response.json()["results"]) == size
+    page, count = (query["sql"] for query in captured.captured_queries)
+    # The offset is walked on the product table alone (a deferred join), and
+    # the capped COUNT joins nothing either.
+    assert page.count("JOIN") == 2 and " IN (SELECT " in page
+    assert "JOIN" not in page.split(" IN (SELECT ")[1]
+    assert "JOIN" not in count
+
+
+@pytest.mark.parametrize(
+    "ordering", ["price", "-price", "name", "-created_at", "stock"]
+)
+def test_offset_pages_follow_the_ordering_across_pages(api_client, ordering):
+    category = CategoryFactory()
+    for i in range(9):
+        ProductFactory(category=category, price=Decimal(10 + i % 4), stock=i % 3)
+    whole = ids(api_client.get(LIST, {"ordering": ordering, "limit": 100}))
+    pages = [
+        ids(api_client.get(LIST, {"ordering": ordering, "limit": 4, "offset": offset}))
+        for offset in (0, 4, 8)
+    ]
+    assert [pk for page in pages for pk in page] == whole
+    assert len(whole) == 9
 
 
 def test_authenticated_list_adds_only_the_user_lookup(
@@ -311,7 +333,7 @@ def test_limit_defaults_to_20_and_is_capped_at_100(api_client):
 def test_count_is_exact_up_to_the_cap_then_the_planner_estimate(
     api_client, monkeypatch, django_assert_max_num_queries
 ):
-    monkeypatch.setattr(pagination, "COUNT_EXACT_UP_TO", 5)
+    monkeypatch.setattr(counting, "COUNT_EXACT_UP_TO", 5)
     big, small = CategoryFactory(), CategoryFactory()
     ProductFactory.create_batch(8, category=big)
     ProductFactory.create_batch(3, category=small)
@@ -326,7 +348,7 @@ def test_count_is_exact_up_to_the_cap_then_the_planner_estimate(
 
 
 def test_next_links_reach_the_last_row_whatever_the_estimate(api_client, monkeypatch):
-    monkeypatch.setattr(pagination, "COUNT_EXACT_UP_TO", 2)
+    monkeypatch.setattr(counting, "COUNT_EXACT_UP_TO", 2)
     # Statistics taken before the category had products make PostgreSQL
     # estimate it holds next to none: the count is then far below the truth,
     # yet next (one row read past the page) still reaches every row.

@@ -1,10 +1,10 @@
-"""The `cluster` group: the seed mix through nginx over two instances, against one.
+"""cluster: the seed mix through nginx over two instances, against one.
 
 `make bench ARGS="--only cluster"` starts the topology of `make cluster`
 (bench/cluster.py: its own PostgreSQL primary and standby, Redis, two app
 instances, nginx with docker/nginx.conf), seeds it, and runs the mix's
 concurrency ladder (bench/mix.py) against instance 1 directly and against
-nginx in turn, step by step; the row that matters is the ratio of the knees.
+nginx in turn, step by step; the rows that matter are the ratios of the knees and peaks.
 On one machine both instances share its cores with wrk, PostgreSQL and Redis,
 so the ratio shows the cost of the extra hop and what a second instance adds
 when cores are spare, not what two hosts would give.
@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from bench import data
 from bench.cluster import running_cluster
+from bench.harness import Harness
 from bench.mix import Mix, MixRun, knee, median_run, options_from
-from bench.report import Row, render_text, short_commit, write_markdown
-from bench.stack import RESULTS_DIR, ROOT
+from bench.report import Row
+from bench.stack import RESULTS_DIR, short_commit
 
 
 def _ids(mix: Mix, sql: str, params: list[int] | None = None) -> list[int]:
@@ -128,22 +127,20 @@ def cluster_rows(args: argparse.Namespace, log: Callable[[str], None]) -> list[R
     return rows
 
 
-def run_cluster_only(args: argparse.Namespace, argv: list[str] | None) -> int:
-    """`make bench ARGS="--only cluster"`: no scratch database, only the cluster."""
-    started = time.monotonic()
-    load_before = os.getloadavg()[0]
-    rows = cluster_rows(args, lambda message: print(message, file=sys.stderr))
-    commit = short_commit(ROOT)
-    context = [
+def run(h: Harness, args: argparse.Namespace) -> None:
+    """Run the group within a full bench run (its own stores, not the scratch ones)."""
+    for row in cluster_rows(args, h.log):
+        h.add(row)
+
+
+def context(args: argparse.Namespace, load_before: float, started: float) -> list[str]:
+    """Return the lines under the table of a run of this group alone."""
+    return [
         f"Cluster: nginx (docker/nginx.conf) over 2 instances of granian "
-        f"{args.granian_workers}x{args.granian_threads}, PostgreSQL 15 primary + "
+        f"{args.granian_workers}x{args.granian_threads}, PostgreSQL primary + "
         f"streaming standby, Redis; {args.cluster_products:,} products; commit "
-        f"{commit or '?'}.",
+        f"{short_commit() or '?'}.",
         f"{os.cpu_count()} cores shared by every process; load average"
         f" {load_before:.1f} -> {os.getloadavg()[0]:.1f}; "
         f"{(time.monotonic() - started) / 60:.0f} min.",
     ]
-    print(render_text(rows))
-    command = "make bench ARGS=" + repr(" ".join(argv or sys.argv[1:]))
-    write_markdown(Path(args.output), rows, command, context)
-    return 0
