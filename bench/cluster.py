@@ -306,7 +306,7 @@ class AppInstance:
     def wait_healthy(self) -> None:
         """Return once it answers /healthz."""
         assert self.process is not None
-        _wait_healthy(self.base_url, self.process)
+        _wait_healthy(self.base_url, self.process, self.stack.log_path)
 
     def kill(self) -> None:
         """Kill it at once (SIGKILL to its whole process group), as a crash would."""
