@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from django.contrib.auth.hashers import (
@@ -28,18 +28,24 @@ from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from accounts.models import User
 from accounts.tasks import send_password_reset_email, send_welcome_email
-from accounts.validation import USERNAME_MAX_LENGTH, clean_user, username_from_email
-from config.api.exceptions import BulkValidationError
-from config.bulkio import UpsertResult, copy_rows
+from accounts.validation import (
+    USER_IMPORT_FIELDS,
+    USERNAME_MAX_LENGTH,
+    clean_user,
+    username_from_email,
+)
+from config.bulkio import UpsertResult
 from config.cache import bump_on_commit, cache_namespaces_for_user_write
 from config.metrics import BULK_ROWS_WRITTEN, TASKS_ENQUEUED
+from config.upsert import MergeTarget, insert_missing, staged_merge
+from config.validation import MSG_REQUIRED, ItemErrorList
 
 logger = logging.getLogger(__name__)
 
 EMAIL_TAKEN = "A user with that email already exists."
 USERNAME_TAKEN = "A user with that username already exists."
-# Each password costs one deliberately slow Argon2 hash (~0.6 s of CPU on a
-# small machine), so a bulk request carries at most this many.
+# Each password costs one deliberately slow hash (docs/api.md gives its cost),
+# so a bulk request carries at most this many.
 BULK_MAX_PASSWORDS = 10
 
 
@@ -193,9 +199,7 @@ def user_password_reset_confirm(*, uid: str, token: str, password: str) -> User:
         current={"email": user.email, "username": user.username},
     )
     if errors or "password" not in cleaned:
-        raise ValidationError(
-            {"new_password": errors.get("password", ["This field is required."])}
-        )
+        raise ValidationError({"new_password": errors.get("password", [MSG_REQUIRED])})
     user.set_password(cleaned["password"])
     user.save(update_fields=["password", "updated_at"])
     user_tokens_revoke(user_ids=[user.pk])
@@ -254,27 +258,27 @@ def token_revoke(*, refresh: str) -> None:
 
 def _unusable_password() -> str:
     # Same shape as make_password(None), whose per-character SystemRandom
-    # choice costs ~40 ms per 1,000 rows; one urandom read each is enough.
+    # choice is slow over thousands of rows; one urandom read each is enough.
     return UNUSABLE_PASSWORD_PREFIX + secrets.token_urlsafe(30)
 
 
 def users_bulk_create(*, rows: Sequence[Any]) -> list[int]:
     """Create users from *rows* in one INSERT, all or nothing; return their ids.
 
-    Raises BulkValidationError listing ``{index, errors}`` for every bad row,
+    Raises ItemErrors listing ``{index, errors}`` for every bad row,
     including emails (any case) and usernames repeated in the payload or taken.
     Rows without a password get an unusable one (they can use password reset).
     """
-    errors: dict[int, dict[str, list[str]]] = {}
+    errors = ItemErrorList()
     cleaned_rows: list[tuple[int, dict[str, Any], bool]] = []
     with_password = 0
     for index, row in enumerate(rows):
         if not isinstance(row, Mapping):
-            errors[index] = {"non_field_errors": ["Expected an object."]}
+            errors.add(index, "non_field_errors", "Expected an object.")
             continue
         cleaned, row_errors = clean_user(row)
         if row_errors:
-            errors[index] = row_errors
+            errors.set(index, row_errors)
             continue
         with_password += "password" in cleaned
         explicit = row.get("username") not in (None, "")
@@ -305,14 +309,14 @@ def users_bulk_create(*, rows: Sequence[Any]) -> list[int]:
     # Explicit usernames claim their names first; derived ones step aside.
     for index, cleaned, explicit in cleaned_rows:
         if explicit and cleaned["username"] in used_names:
-            errors.setdefault(index, {})["username"] = [USERNAME_TAKEN]
+            errors.add(index, "username", USERNAME_TAKEN)
         elif explicit:
             used_names.add(cleaned["username"])
     users: list[User] = []
     for index, cleaned, explicit in cleaned_rows:
         email = cleaned["email"].lower()
         if email in taken_emails or email in seen_emails:
-            errors.setdefault(index, {})["email"] = [EMAIL_TAKEN]
+            errors.add(index, "email", EMAIL_TAKEN)
         seen_emails.add(email)
         if index in errors:
             continue
@@ -329,10 +333,7 @@ def users_bulk_create(*, rows: Sequence[Any]) -> list[int]:
                 password=make_password(password) if password else _unusable_password(),
             )
         )
-    if errors:
-        raise BulkValidationError(
-            [{"index": i, "errors": errors[i]} for i in sorted(errors)]
-        )
+    errors.raise_any()
     try:
         with transaction.atomic():
             created = User.objects.bulk_create(users)
@@ -343,13 +344,45 @@ def users_bulk_create(*, rows: Sequence[Any]) -> list[int]:
     return [user.pk for user in created]
 
 
-# --- Bulk upsert (import_users) ---------------------------------------------
+# --- Bulk upsert (import_users, seed_demo) ------------------------------------
 
-# Written only when a row carries them; an existing user keeps the rest.
-USER_UPSERT_OPTIONAL_FIELDS = ("username", "password", "is_active")
-_USER_STAGE = "accounts_user_upsert_stage"
-_USER_COLUMNS = ("email", "username", "password", "is_active")
-MSG_USERNAME_TAKEN = "A user with that username already exists."
+# Optional columns (all but the email) are written only when a row carries
+# them: an existing user keeps the rest.
+_USER_COLUMNS = USER_IMPORT_FIELDS
+_USER_MERGE = MergeTarget(
+    model=User,
+    columns=_USER_COLUMNS,
+    conflict="((lower(email)))",
+    match="lower(t.email) = lower(s.email)",
+    inserted={
+        "is_staff": "false",
+        "is_superuser": "false",
+        "created_at": "now()",
+        "updated_at": "now()",
+    },
+    returning=("id", "is_active"),
+    aggregate="coalesce(array_agg(id) FILTER (WHERE NOT inserted AND NOT is_active),"
+    " '{}')",
+)
+_ACTIVE_DEFAULT = User._meta.get_field("is_active").get_default()
+# seed_demo's rows carry their own dates and skip any user whose email or
+# username is taken.
+_USER_ADD = MergeTarget(
+    model=User,
+    columns=(*_USER_COLUMNS, "is_staff", "is_superuser", "created_at", "updated_at"),
+)
+
+
+def users_ids_by_email(*, emails: Collection[str]) -> dict[str, int]:
+    """Return {lower-case email: id} of the users with *emails* (any case)."""
+    if not emails:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT lower(email), id FROM accounts_user WHERE lower(email) = ANY(%s)",
+            [sorted({email.lower() for email in emails})],
+        )
+        return dict(cursor.fetchall())
 
 
 def users_claim_usernames(
@@ -383,11 +416,11 @@ def users_claim_usernames(
         username = row.get("username")
         if username:
             if holder.setdefault(username, email) != email:
-                errors[i] = {"username": [MSG_USERNAME_TAKEN]}
+                errors[i] = {"username": [USERNAME_TAKEN]}
         elif email not in existing:
             username = derived[i]
             while holder.setdefault(username, email) != email:
-                username = f"{derived[i][:142]}-{secrets.token_hex(3)}"
+                username = _suffixed(derived[i])
             row["new_username"] = username
     return errors
 
@@ -418,41 +451,6 @@ def users_hash_passwords(*, rows: Sequence[dict[str, Any]]) -> None:
             row["password_hash"] = current
         else:
             row["password_hash"] = make_password(password)
-
-
-def _user_unchanged_sql(given: Sequence[str]) -> str:
-    # As for products: ON CONFLICT would lock identical rows; drop them first.
-    same = "".join(f" AND u.{c} IS NOT DISTINCT FROM s.{c}" for c in given)
-    return (
-        f"DELETE FROM {_USER_STAGE} s USING accounts_user u"  # noqa: S608
-        f" WHERE s.grp = %s AND lower(u.email) = lower(s.email){same}"
-    )
-
-
-def _user_merge_sql(given: Sequence[str]) -> str:
-    columns = ", ".join(_USER_COLUMNS)
-    insert = (
-        f"INSERT INTO accounts_user AS u ({columns}, is_staff, is_superuser,"  # noqa: S608
-        " created_at, updated_at)"
-        f" SELECT {columns}, false, false, now(), now() FROM {_USER_STAGE}"
-        " WHERE grp = %s ON CONFLICT ((lower(email)))"
-    )
-    if not given:
-        conflict = " DO NOTHING"
-    else:
-        conflict = (
-            f" DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in given)},"
-            " updated_at = EXCLUDED.updated_at"
-            f" WHERE ({', '.join(f'u.{c}' for c in given)}, true)"
-            f" IS DISTINCT FROM ({', '.join(f'EXCLUDED.{c}' for c in given)}, true)"
-        )
-    return (
-        f"WITH merged AS ({insert}{conflict}"  # noqa: S608 - constant identifiers
-        " RETURNING xmax = 0 AS inserted, id, is_active)"
-        " SELECT count(*) FILTER (WHERE inserted), count(*),"
-        " coalesce(array_agg(id) FILTER (WHERE NOT inserted AND NOT is_active), '{}')"
-        " FROM merged"
-    )
 
 
 @transaction.atomic
@@ -488,38 +486,29 @@ def users_upsert(*, rows: Sequence[dict[str, Any]]) -> UpsertResult:
                 row.get("username")
                 or row.get("new_username")
                 or username_from_email(row["email"]),
-                password or make_password(None),
-                row.get("is_active", True),
+                password or _unusable_password(),
+                row.get("is_active", _ACTIVE_DEFAULT),
             )
         )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {_USER_STAGE} ("
-            " grp integer, email text, username text, password text,"
-            " is_active boolean) ON COMMIT DELETE ROWS"
-        )
-        cursor.execute(f"TRUNCATE {_USER_STAGE}")
-    copy_rows(
-        _USER_STAGE,
-        ("grp", *_USER_COLUMNS),
-        (
-            (grp, *values)
-            for grp, group in enumerate(groups.values())
-            for values in group
-        ),
-    )
-    result = UpsertResult()
-    deactivated: list[int] = []
-    with connection.cursor() as cursor:
-        for grp, (given, group) in enumerate(groups.items()):
-            cursor.execute(_user_unchanged_sql(given), [grp])
-            cursor.execute(_user_merge_sql(given), [grp])
-            created, written, inactive = cursor.fetchone()
-            result += UpsertResult(created, written - created, len(group) - written)
-            deactivated.extend(inactive)
+    result, extras = staged_merge(_USER_MERGE, groups)
+    deactivated = [pk for (inactive,) in extras for pk in inactive]
     if deactivated:
         user_tokens_revoke(user_ids=deactivated)
     if result.created or result.updated:
         # Raw SQL sends no signal: refresh cached reads once this commits.
         bump_on_commit(*cache_namespaces_for_user_write(created=not result.updated))
     return result
+
+
+@transaction.atomic
+def users_add(*, rows: Sequence[Sequence[Any]]) -> int:
+    """Insert the user *rows* whose email and username are free; return how many.
+
+    Each row holds email, username, password (a hash), is_active, is_staff,
+    is_superuser, created_at and updated_at (demo data); stored users stay as
+    they are.
+    """
+    added = insert_missing(_USER_ADD, rows, skip_triggers=False)
+    if added:
+        bump_on_commit(*cache_namespaces_for_user_write(created=True))
+    return added

@@ -18,10 +18,22 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
 from accounts.models import User
+from config.validation import (
+    MSG_BLANK,
+    MSG_NULL_CHARACTERS,
+    MSG_REQUIRED,
+    MSG_STRING,
+    max_length_message,
+)
 
-EMAIL_MAX_LENGTH = 254
-USERNAME_MAX_LENGTH = 150
+EMAIL_MAX_LENGTH = User._meta.get_field("email").max_length
+USERNAME_MAX_LENGTH = User._meta.get_field("username").max_length
+# Plain text before hashing (the stored hash is short): long enough for any
+# passphrase, short enough that hashing it costs nothing extra.
 PASSWORD_MAX_LENGTH = 4096
+MSG_EMAIL = "Enter a valid email address."
+# What an import file gives of a user (is_staff and is_superuser never).
+USER_IMPORT_FIELDS = ("email", "username", "password", "is_active")
 
 _username_validator = UnicodeUsernameValidator()
 # Characters a username may not hold (the complement of UnicodeUsernameValidator).
@@ -54,31 +66,27 @@ def _messages(exc: ValidationError) -> list[str]:
 
 def _clean_email(value: Any) -> tuple[str | None, list[str]]:
     if not isinstance(value, str):
-        return None, ["Not a valid string."]
+        return None, [MSG_STRING]
     email = normalize_email(value)
     if not email:
-        return None, ["This field may not be blank."]
+        return None, [MSG_BLANK]
     if len(email) > EMAIL_MAX_LENGTH:
-        return None, [
-            f"Ensure this field has no more than {EMAIL_MAX_LENGTH} characters."
-        ]
+        return None, [max_length_message(EMAIL_MAX_LENGTH)]
     try:
         validate_email(email)
     except ValidationError:
-        return None, ["Enter a valid email address."]
+        return None, [MSG_EMAIL]
     return email, []
 
 
 def _clean_username(value: Any) -> tuple[str | None, list[str]]:
     if not isinstance(value, str):
-        return None, ["Not a valid string."]
+        return None, [MSG_STRING]
     username = value.strip()
     if not username:
-        return None, ["This field may not be blank."]
+        return None, [MSG_BLANK]
     if len(username) > USERNAME_MAX_LENGTH:
-        return None, [
-            f"Ensure this field has no more than {USERNAME_MAX_LENGTH} characters."
-        ]
+        return None, [max_length_message(USERNAME_MAX_LENGTH)]
     try:
         _username_validator(username)
     except ValidationError as exc:
@@ -90,13 +98,11 @@ def _clean_password(
     value: Any, *, email: str | None, username: str | None
 ) -> tuple[str | None, list[str]]:
     if not isinstance(value, str):
-        return None, ["Not a valid string."]
+        return None, [MSG_STRING]
     if len(value) > PASSWORD_MAX_LENGTH:
-        return None, [
-            f"Ensure this field has no more than {PASSWORD_MAX_LENGTH} characters."
-        ]
+        return None, [max_length_message(PASSWORD_MAX_LENGTH)]
     if "\x00" in value:
-        return None, ["Null characters are not allowed."]
+        return None, [MSG_NULL_CHARACTERS]
     # The similarity validator reads attributes and field names off a user; an
     # unsaved instance gives it both without touching the database.
     context = User(email=email or "", username=username or "")
@@ -133,7 +139,7 @@ def clean_user(
         else:
             cleaned["email"] = email
     elif "email" in data or not partial:
-        errors["email"] = ["This field is required."]
+        errors["email"] = [MSG_REQUIRED]
 
     username_given = data.get("username") not in (None, "")
     if username_given:
@@ -145,7 +151,7 @@ def clean_user(
     elif not partial and "email" in cleaned:
         cleaned["username"] = username_from_email(cleaned["email"])
     elif partial and "username" in data:
-        errors["username"] = ["This field may not be blank."]
+        errors["username"] = [MSG_BLANK]
 
     password = data.get("password")
     if password not in (None, ""):

@@ -491,6 +491,8 @@ def running_cluster(
             stack.manage(
                 "ensure_admin", "--email", STAFF_EMAIL, "--password", STAFF_PASSWORD
             )
+        # As `make run` does: /readyz fails without the static files' manifest.
+        stack.manage("collectstatic", "--noinput", "-v", "0")
         pair.wait_caught_up()
         env = app_env(
             workers=workers,

@@ -10,6 +10,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Concat
 from django.utils import timezone
 
+from catalog.fields import PRODUCT_FIELDS
 from catalog.invalidation import CATEGORY_WRITES, product_writes
 from config.cache import InvalidatingQuerySetMixin
 from config.counting import count_rows_sql
@@ -21,13 +22,7 @@ if TYPE_CHECKING:
 # order product_row_representation reads them.
 API_VALUES = (
     "id",
-    "sku",
-    "name",
-    "slug",
-    "description",
-    "price",
-    "stock",
-    "is_active",
+    *(field for field in PRODUCT_FIELDS if field != "category"),
     "created_at",
     "updated_at",
     "category__id",
@@ -43,28 +38,6 @@ API_PRODUCT_COLUMNS = (*API_VALUES, "category", "owner")
 _API_ROW_SQL: dict[tuple[str, bool], tuple[str, tuple[Any, ...]]] = {}
 # An id no product has: marks where the id goes among the compiled parameters.
 _PK_PLACEHOLDER = -7_319_017_541
-# Columns of a bulk insert, with the PostgreSQL type of each unnest() array.
-BULK_INSERT_COLUMNS = {
-    "sku": "varchar",
-    "name": "varchar",
-    "slug": "varchar",
-    "description": "text",
-    "price": "numeric",
-    "stock": "integer",
-    "is_active": "boolean",
-    "category_id": "bigint",
-}
-# Columns a bulk update may write, with the PostgreSQL type of each VALUES column.
-BULK_UPDATE_COLUMNS = {
-    "sku": "varchar",
-    "name": "varchar",
-    "slug": "varchar",
-    "description": "text",
-    "price": "numeric",
-    "stock": "integer",
-    "is_active": "boolean",
-    "category_id": "bigint",
-}
 
 
 def _estimated_share_sql(table: str, category_table: str) -> str:
@@ -110,6 +83,23 @@ class CategoryQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Category"]):
 
 
 class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
+    def _column_types(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        """Return {column: PostgreSQL type} of the model columns *rows* carry."""
+        by_column = {f.column: f for f in self.model._meta.concrete_fields}
+        connection = connections[self.db]
+        types: dict[str, str] = {}
+        for row in rows:
+            for column in row:
+                if column not in types and column != "id":
+                    # Unknown keys raise KeyError: only model columns reach SQL.
+                    field = by_column[column]
+                    types[column] = (
+                        field.rel_db_type(connection)
+                        if field.is_relation
+                        else field.db_type(connection)
+                    )
+        return types
+
     def cache_namespaces_written(
         self,
         *,
@@ -192,8 +182,9 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
         if not rows:
             return []
         now = timezone.now()
-        names = ", ".join(f'"{c}"' for c in BULK_INSERT_COLUMNS)
-        arrays = ", ".join(f"%s::{t}[]" for t in BULK_INSERT_COLUMNS.values())
+        types = self._column_types(rows[:1])
+        names = ", ".join(f'"{c}"' for c in types)
+        arrays = ", ".join(f"%s::{t}[]" for t in types.values())
         sql = (
             f'INSERT INTO "{self.model._meta.db_table}" '  # noqa: S608
             f'({names}, "owner_id", "created_at", "updated_at") '
@@ -201,7 +192,7 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
             f"WITH ORDINALITY AS u({names}, ord) ORDER BY ord RETURNING id"
         )
         params: list[Any] = [owner_id, now, now]
-        params.extend([row[c] for row in rows] for c in BULK_INSERT_COLUMNS)
+        params.extend([row[c] for row in rows] for c in types)
         with connections[self.db].cursor() as cursor:
             cursor.execute(sql, params)
             ids = [pk for (pk,) in cursor.fetchall()]
@@ -220,15 +211,12 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
         """
         if not rows:
             return []
-        columns = [c for c in BULK_UPDATE_COLUMNS if any(c in row for row in rows)]
+        types = self._column_types(rows)
+        columns = list(types)
         table = self.model._meta.db_table
         # Only the first VALUES row needs casts; PostgreSQL types the rest from it.
         first = (
-            "("
-            + ", ".join(
-                ["%s::bigint", *(f"%s::{BULK_UPDATE_COLUMNS[c]}" for c in columns)]
-            )
-            + ")"
+            "(" + ", ".join(["%s::bigint", *(f"%s::{types[c]}" for c in columns)]) + ")"
         )
         rest = "(" + ", ".join(["%s"] * (len(columns) + 1)) + ")"
         values = ", ".join([first, *([rest] * (len(rows) - 1))])

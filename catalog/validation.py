@@ -16,22 +16,47 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.utils.text import slugify
 
-from catalog.models import PRICE_MAX_DIGITS, SKU_VALIDATOR
+from accounts.validation import MSG_EMAIL, normalize_email
+from catalog.fields import PRODUCT_FIELDS, PRODUCT_OPTIONAL
+from catalog.models import SKU_VALIDATOR, Category, Product
+from config.validation import (
+    MSG_BLANK,
+    MSG_NULL,
+    MSG_NULL_CHARACTERS,
+    MSG_REQUIRED,
+    MSG_STRING,
+    clean_bool,
+    max_length_message,
+)
 
-NAME_MAX_LENGTH = 200
-SLUG_MAX_LENGTH = 200
-PRICE_DECIMAL_PLACES = 2
+PRODUCT_COLUMNS = tuple(Product._meta.get_field(f).attname for f in PRODUCT_FIELDS)
+# The columns of import and export files: the category by slug, the owner by
+# email, so that an exported file imports back unchanged.
+PRODUCT_FILE_COLUMNS = (*PRODUCT_FIELDS, "owner")
+PRODUCT_REQUIRED = tuple(f for f in PRODUCT_FIELDS if f not in PRODUCT_OPTIONAL)
+PRODUCT_DEFAULTS: dict[str, Any] = {
+    f: Product._meta.get_field(f).get_default() for f in PRODUCT_OPTIONAL
+}
+# Optional fields where "" (an empty CSV cell) means "not given".
+BLANK_IS_ABSENT = frozenset({"slug", "stock", "is_active"})
+
+SKU_MAX_LENGTH = Product._meta.get_field("sku").max_length
+NAME_MAX_LENGTH = Product._meta.get_field("name").max_length
+SLUG_MAX_LENGTH = Product._meta.get_field("slug").max_length
+PRICE_MAX_DIGITS = Product._meta.get_field("price").max_digits
+PRICE_DECIMAL_PLACES = Product._meta.get_field("price").decimal_places
+_CENT = Decimal(1).scaleb(-PRICE_DECIMAL_PLACES)
 # max_digits=12 with 2 places leaves 10 whole digits.
-PRICE_MAX = Decimal(10 ** (PRICE_MAX_DIGITS - PRICE_DECIMAL_PLACES)) - Decimal("0.01")
+PRICE_MAX = Decimal(10 ** (PRICE_MAX_DIGITS - PRICE_DECIMAL_PLACES)) - _CENT
 INT4_MAX = 2**31 - 1
+CATEGORY_NAME_MAX_LENGTH = Category._meta.get_field("name").max_length
+CATEGORY_SLUG_MAX_LENGTH = Category._meta.get_field("slug").max_length
 
 # The rules of the CHECK constraints and the SKU validator, word for word.
-MSG_REQUIRED = "This field is required."
-MSG_NULL = "This field may not be null."
-MSG_BLANK = "This field may not be blank."
-MSG_STRING = "Must be a string."
 MSG_SKU = str(SKU_VALIDATOR.message)
 MSG_PRICE_MIN = "Price must be greater than or equal to 0."
 MSG_STOCK_MIN = "Stock must be greater than or equal to 0."
@@ -42,42 +67,23 @@ MSG_PLACES = (
 MSG_PRICE_MAX = f"Ensure this value is less than or equal to {PRICE_MAX}."
 MSG_INTEGER = "A valid integer is required."
 MSG_STOCK_MAX = f"Ensure this value is less than or equal to {INT4_MAX}."
-MSG_BOOLEAN = "Must be a valid boolean."
 MSG_SLUG = (
     "Enter a valid “slug” consisting of letters, numbers, underscores or hyphens."
 )
 MSG_SKU_TAKEN = "product with this SKU already exists."
 
-_TRUE = frozenset({"true", "1", "yes", "y", "on", "t"})
-_FALSE = frozenset({"false", "0", "no", "n", "off", "f"})
 # The validator's regex is a lazy proxy: each attribute access through it costs
 # more than the match itself, once per row of an import.
 _SKU_MATCH = re.compile(SKU_VALIDATOR.regex.pattern, SKU_VALIDATOR.regex.flags).match
 _SLUG_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 )
-_CENT = Decimal("0.01")
 _PRICE_TYPES = (int, float, str)
-
-PRODUCT_FIELDS = (
-    "sku",
-    "name",
-    "slug",
-    "description",
-    "price",
-    "stock",
-    "is_active",
-    "category",
-)
 
 
 def category_missing_message(pk: Any) -> str:
     """Return the error for a category id that names no row (DRF's wording)."""
     return f'Invalid pk "{pk}" - object does not exist.'
-
-
-def _max_length(limit: int) -> str:
-    return f"Ensure this field has no more than {limit} characters."
 
 
 def clean_sku(value: Any) -> tuple[str | None, str | None]:
@@ -142,21 +148,6 @@ def clean_stock(value: Any) -> tuple[int | None, str | None]:
     return stock, None
 
 
-def clean_bool(value: Any) -> tuple[bool | None, str | None]:
-    """Return (flag, error) for a boolean given as JSON or as text."""
-    if isinstance(value, bool):
-        return value, None
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value), None
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in _TRUE:
-            return True, None
-        if text in _FALSE:
-            return False, None
-    return None, MSG_BOOLEAN
-
-
 def clean_pk(value: Any) -> tuple[int | None, str | None]:
     """Return (id, error) for a primary key given as an int or digits."""
     if isinstance(value, bool):
@@ -185,7 +176,7 @@ def _clean_name(value: Any) -> tuple[str | None, str | None]:
     if not name:
         return None, MSG_BLANK
     if len(name) > NAME_MAX_LENGTH:
-        return None, _max_length(NAME_MAX_LENGTH)
+        return None, max_length_message(NAME_MAX_LENGTH)
     return name, None
 
 
@@ -194,7 +185,7 @@ def _clean_slug(value: Any) -> tuple[str | None, str | None]:
         return None, MSG_STRING
     slug = value.strip()
     if len(slug) > SLUG_MAX_LENGTH:
-        return None, _max_length(SLUG_MAX_LENGTH)
+        return None, max_length_message(SLUG_MAX_LENGTH)
     if not _SLUG_CHARS.issuperset(slug):
         return None, MSG_SLUG
     return slug, None
@@ -204,7 +195,7 @@ def _clean_description(value: Any) -> tuple[str | None, str | None]:
     if not isinstance(value, str):
         return None, MSG_STRING
     if "\x00" in value:
-        return None, "Null characters are not allowed."
+        return None, MSG_NULL_CHARACTERS
     return value, None
 
 
@@ -216,10 +207,6 @@ _CLEANERS = {
     "stock": clean_stock,
     "is_active": clean_bool,
 }
-_REQUIRED = ("sku", "name", "price", "category")
-_DEFAULTS: dict[str, Any] = {"description": "", "stock": 0, "is_active": True}
-# Optional fields where "" (an empty CSV cell) means "not given".
-_BLANK_IS_ABSENT = frozenset({"slug", "stock", "is_active"})
 
 
 def clean_product(
@@ -252,9 +239,9 @@ def clean_product(
             if value is None:
                 errors[field] = [MSG_NULL]
                 continue
-            if value == "" and field in _BLANK_IS_ABSENT:
+            if value == "" and field in BLANK_IS_ABSENT:
                 if not partial:
-                    cleaned[field] = _DEFAULTS[field]
+                    cleaned[field] = PRODUCT_DEFAULTS[field]
                 continue
             result, error = cleaner(value)
             if error is None:
@@ -262,8 +249,8 @@ def clean_product(
             else:
                 errors[field] = [error]
         elif not partial:
-            if field in _DEFAULTS:
-                cleaned[field] = _DEFAULTS[field]
+            if field in PRODUCT_DEFAULTS:
+                cleaned[field] = PRODUCT_DEFAULTS[field]
             else:
                 errors[field] = [MSG_REQUIRED]
 
@@ -293,3 +280,36 @@ def clean_product(
         cleaned["slug"] = ""
 
     return cleaned, errors
+
+
+_CATEGORY_SLUG = Category._meta.get_field("slug")
+
+
+def clean_category_slug(value: Any) -> tuple[str | None, str | None]:
+    """Return (slug, error) for a category named by its slug (import files)."""
+    if value is None:
+        return None, MSG_REQUIRED
+    if not isinstance(value, str):
+        return None, "Must be a category slug."
+    slug = value.strip()
+    if not slug:
+        return None, MSG_BLANK
+    try:
+        _CATEGORY_SLUG.run_validators(slug)
+    except ValidationError as exc:
+        return None, " ".join(exc.messages)
+    return slug, None
+
+
+def clean_owner_email(value: Any) -> tuple[str | None, str | None]:
+    """Return (lower-case email, error) for an owner named by email (import files)."""
+    if value is None or value == "":
+        return None, "This field is required (or pass --owner)."
+    if not isinstance(value, str):
+        return None, MSG_EMAIL
+    email = normalize_email(value)
+    try:
+        validate_email(email)
+    except ValidationError:
+        return None, MSG_EMAIL
+    return email.lower(), None

@@ -21,14 +21,14 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from typing import IO, Any, ClassVar, TextIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 
 FORMATS = ("csv", "jsonl")
 # Keys remembered to name the line a repeated key supersedes (about 15 MB);
@@ -535,22 +535,6 @@ class RunStats:
             f" rejected={self.rejected} seconds={seconds:.2f}"
             f" rows_per_s={self.read / seconds:.0f}"
         )
-
-
-def copy_rows(
-    table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
-) -> None:
-    """Load *rows* into *table* with PostgreSQL COPY on the default connection."""
-    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
-    # COPY bypasses CursorWrapper.execute: map psycopg errors to Django's here.
-    with (
-        connection.wrap_database_errors,
-        connection.cursor() as cursor,
-        cursor.copy(statement) as copy,
-    ):
-        write_row = copy.write_row
-        for row in rows:
-            write_row(row)
 
 
 class Prefetcher:

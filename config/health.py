@@ -4,11 +4,13 @@ import logging
 
 import psycopg
 from django.conf import settings
+from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
 
 from config.replica import replica_state
 
@@ -21,21 +23,25 @@ _migrations_applied = False
 
 
 @never_cache
+@require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
     """Answer 200 while the process is alive; no I/O."""
     return JsonResponse({"status": "ok"})
 
 
 @never_cache
+@require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Answer 200 when PostgreSQL answers and is migrated, else 503; report Redis."""
+    """Answer 200 when PostgreSQL is up and migrated and static files collected."""
     database = _database_state()
     migrations = _migration_state() if database == "ok" else "unknown"
-    ready = database == "ok" and migrations == "ok"
+    static = _static_state()
+    ready = database == "ok" and migrations == "ok" and static == "ok"
     body = {
         "status": "ok" if ready else "unavailable",
         "database": database,
         "migrations": migrations,
+        "static": static,
         # Redis down degrades to uncached service, so it never fails readiness.
         "redis": _redis_state(),
         # Nor does the read replica: reads fall back to the primary.
@@ -95,6 +101,16 @@ def _migration_state() -> str:
     if plan:
         return f"pending ({len(plan)})"
     _migrations_applied = True
+    return "ok"
+
+
+def _static_state() -> str:
+    # Without collectstatic's manifest, every page that links a static file
+    # (the admin, the API docs) is a 500: this process must not take traffic.
+    if isinstance(staticfiles_storage, ManifestFilesMixin) and not (
+        staticfiles_storage.hashed_files
+    ):
+        return "missing: no manifest in STATIC_ROOT (run collectstatic)"
     return "ok"
 
 

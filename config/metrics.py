@@ -17,6 +17,7 @@ import prometheus_client
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
 from prometheus_client import Counter, multiprocess
 
 # --- Counters (import these; label values must stay low-cardinality) ---
@@ -88,6 +89,7 @@ def metrics_access_allowed(request: HttpRequest) -> bool:
 
 
 @never_cache
+@require_safe
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Export the metrics of every worker process, to allowed callers only."""
     if not metrics_access_allowed(request):

@@ -88,6 +88,30 @@ class _Input:
             yield line
 
 
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool] | None:
+    """Return a body read up to just past *limit*, and whether more follows.
+
+    None if the client went away.
+    """
+    body, more = bytearray(), True
+    while more and len(body) <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return bytes(body), more
+
+
+def _declare_length(environ: dict[str, Any], body: bytes, more: bool) -> None:
+    """Give a complete body read without Content-Length (chunked) its length.
+
+    Django reads CONTENT_LENGTH bytes of a body, none when it is absent.
+    """
+    if body and not more and not environ.get("CONTENT_LENGTH"):
+        environ["CONTENT_LENGTH"] = str(len(body))
+
+
 def _base_environ(wsgi_input: _Input) -> dict[str, Any]:
     return {
         "SCRIPT_NAME": "",
@@ -263,13 +287,25 @@ class ServingApp:
             return
         loop = asyncio.get_running_loop()
         length = int(scope.headers.get("content-length") or 0)
+        body, more = b"", False
         # The body is read here, off the handler threads, so a slow upload
         # holds no thread; only an oversized one streams to the handler.
         if length > self.body_limit:
             wsgi_input = _Input(b"", True, _chunks_receive(protocol), loop)
+        elif length:
+            wsgi_input = _Input(await protocol(), False, None, loop)
+        elif scope.headers.get("transfer-encoding"):
+            # Chunked: no length to go by, so read up to the cap as it comes.
+            receive = _chunks_receive(protocol)
+            read = await _read_body(receive, self.body_limit)
+            if read is None:
+                return
+            body, more = read
+            wsgi_input = _Input(body, more, receive, loop)
         else:
-            wsgi_input = _Input(await protocol() if length else b"", False, None, loop)
+            wsgi_input = _Input(b"", False, None, loop)
         environ = _rsgi_environ(scope, wsgi_input)
+        _declare_length(environ, body, more)
         response = await self._dispatch(
             environ, scope.path, scope.method, _RSGIStreamer(loop, protocol)
         )
@@ -304,14 +340,12 @@ class ServingApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
-        body, more = bytearray(), True
-        while more and len(body) <= self.body_limit:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        environ = _environ(scope, _Input(bytes(body), more, receive, loop))
+        read = await _read_body(receive, self.body_limit)
+        if read is None:
+            return  # the client went away
+        body, more = read
+        environ = _environ(scope, _Input(body, more, receive, loop))
+        _declare_length(environ, body, more)
         response = await self._dispatch(
             environ, scope["path"], scope["method"], _ASGIStreamer(loop, send)
         )

@@ -16,6 +16,8 @@ from config.metrics import metrics_view
 handler400 = "config.api.exceptions.bad_request"
 handler500 = "config.api.exceptions.server_error"
 
+PAGE_METHODS = ["get", "head"]
+
 admin.site.site_header = "Catalog administration"
 admin.site.site_title = "Catalog admin"
 # "View site": this service's site is its API; "/" is a 404.
@@ -33,17 +35,22 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its init script from a URL, not inline, so the
-    # CSP (script-src 'self') lets Swagger UI run.
+    # CSP (script-src 'self') lets Swagger UI run. The HTML pages answer GET
+    # and HEAD only: DRF's OPTIONS answer has no template to render into.
     path(
         "api/docs/",
-        SpectacularSwaggerSplitView.as_view(url_name="schema"),
+        SpectacularSwaggerSplitView.as_view(
+            url_name="schema", http_method_names=PAGE_METHODS
+        ),
         name="docs",
     ),
     # ReDoc builds its search index in a worker it starts from a blob: URL.
     path(
         "api/redoc/",
         csp_override({**settings.SECURE_CSP, "worker-src": ["'self'", "blob:"]})(
-            SpectacularRedocView.as_view(url_name="schema")
+            SpectacularRedocView.as_view(
+                url_name="schema", http_method_names=PAGE_METHODS
+            )
         ),
         name="redoc",
     ),

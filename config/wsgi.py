@@ -1,11 +1,62 @@
+import io
+import json
 import logging
 import os
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-application = get_wsgi_application()
+
+class ChunkedBodyMiddleware:
+    """Hand Django a chunked request body, which it would read as empty.
+
+    Django reads CONTENT_LENGTH bytes of a body, none when the header is
+    absent, as it is with ``Transfer-Encoding: chunked``. This reads such a
+    body (up to MAX_REQUEST_BODY_BYTES; longer is a 413) and declares its
+    length. config.serving reads chunked bodies itself, so under granian this
+    only sees the ones over the cap; under gunicorn it sees them all.
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        if not environ.get("CONTENT_LENGTH") and "chunked" in (
+            environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        ):
+            from django.conf import settings
+
+            from config.api.exceptions import RequestBodyTooLarge
+
+            limit = settings.MAX_REQUEST_BODY_BYTES
+            body = _read_up_to(environ["wsgi.input"], limit + 1)
+            if len(body) > limit:
+                start_response(
+                    "413 Content Too Large",
+                    [("Content-Type", "application/json"), ("Connection", "close")],
+                )
+                return [
+                    json.dumps({"detail": RequestBodyTooLarge.default_detail}).encode()
+                ]
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+        return self.app(environ, start_response)
+
+
+def _read_up_to(stream: Any, size: int) -> bytes:
+    chunks, total = [], 0
+    while total < size and (chunk := stream.read(size - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+application = ChunkedBodyMiddleware(get_wsgi_application())
 
 
 def _log_backends() -> None:

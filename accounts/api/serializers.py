@@ -86,7 +86,8 @@ class LogoutSerializer(serializers.Serializer):
 class PasswordResetSerializer(serializers.Serializer):
     """The address to send a reset link to."""
 
-    email = serializers.CharField(max_length=EMAIL_MAX_LENGTH)
+    # An email address, not any string (nor a number DRF would turn into one).
+    email = serializers.EmailField(max_length=EMAIL_MAX_LENGTH)
 
 
 class PasswordResetConfirmSerializer(serializers.Serializer):
@@ -103,13 +104,13 @@ class PasswordResetConfirmSerializer(serializers.Serializer):
 class UserSerializer(serializers.ModelSerializer[User]):
     """A user; ``email`` and ``is_staff`` only for the user themself and for staff."""
 
-    email = serializers.EmailField(read_only=True, required=False)
-    is_staff = serializers.BooleanField(read_only=True, required=False)
-
     class Meta:
         model = User
         fields = ["id", "username", "email", "is_active", "is_staff", "created_at"]
         read_only_fields = fields
+        # Shown to the user themself and to staff only (and so optional in
+        # the schema: config.api.schema).
+        optional_fields = ["email", "is_staff"]
 
     def to_representation(self, instance: User) -> dict[str, Any]:
         data = super().to_representation(instance)
@@ -120,8 +121,8 @@ class UserSerializer(serializers.ModelSerializer[User]):
             and viewer.is_authenticated
             and (viewer.is_staff or viewer.pk == instance.pk)
         ):
-            data.pop("email", None)
-            data.pop("is_staff", None)
+            for name in self.Meta.optional_fields:
+                data.pop(name, None)
         return data
 
 
@@ -197,19 +198,3 @@ class UserBulkCreateResultSerializer(serializers.Serializer):
 
     created = serializers.IntegerField()
     ids = serializers.ListField(child=serializers.IntegerField())
-
-
-class UserBulkItemErrorSerializer(serializers.Serializer):
-    """The errors of one rejected bulk item."""
-
-    index = serializers.IntegerField()
-    errors = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField())
-    )
-
-
-class UserBulkErrorSerializer(serializers.Serializer):
-    """A rejected bulk request: nothing was written."""
-
-    detail = serializers.CharField()
-    errors = UserBulkItemErrorSerializer(many=True, required=False)

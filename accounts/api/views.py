@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
-from django.conf import settings
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -40,6 +37,8 @@ from accounts.services import (
     user_update,
     users_bulk_create,
 )
+from config.api.mixins import bulk_items
+from config.api.serializers import BulkErrorSerializer
 from config.api.throttles import (
     LoginEmailRateThrottle,
     LoginRateThrottle,
@@ -333,7 +332,7 @@ class UserViewSet(
         responses={
             201: s.UserBulkCreateResultSerializer,
             400: OpenApiResponse(
-                s.UserBulkErrorSerializer,
+                BulkErrorSerializer,
                 description="Nothing was created: every bad item as {index, errors}"
                 " (or {detail} for a bad body).",
             ),
@@ -343,13 +342,7 @@ class UserViewSet(
     @action(detail=False, methods=["post"], url_path="bulk")
     def bulk(self, request: Request) -> Response:
         """Create users all or nothing; rows without a password get an unusable one."""
-        rows: Any = request.data
-        limit = settings.BULK_MAX_ITEMS
-        if not isinstance(rows, list) or not rows:
-            raise ValidationError({"detail": "Expected a non-empty JSON array."})
-        if len(rows) > limit:
-            raise ValidationError({"detail": f"At most {limit} items per request."})
-        ids = users_bulk_create(rows=rows)
+        ids = users_bulk_create(rows=bulk_items(request.data))
         return Response(
             {"created": len(ids), "ids": ids}, status=status.HTTP_201_CREATED
         )

@@ -9,7 +9,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from accounts.models import User
-from catalog.models import PRICE_MAX_DIGITS, Category, Product
+from catalog.models import Category, Product
 from catalog.services import (
     MSG_NO_SLUG_IN_NAME,
     category_slug_from,
@@ -19,6 +19,11 @@ from catalog.validation import (
     NAME_MAX_LENGTH,
     PRICE_DECIMAL_PLACES,
     PRICE_MAX,
+    PRICE_MAX_DIGITS,
+    PRODUCT_DEFAULTS,
+    PRODUCT_FIELDS,
+    SKU_MAX_LENGTH,
+    SLUG_MAX_LENGTH,
     category_missing_message,
     clean_product,
 )
@@ -88,20 +93,7 @@ class ProductSerializer(serializers.ModelSerializer[Product]):
 
     class Meta:
         model = Product
-        fields = [
-            "id",
-            "sku",
-            "name",
-            "slug",
-            "description",
-            "price",
-            "stock",
-            "is_active",
-            "category",
-            "owner",
-            "created_at",
-            "updated_at",
-        ]
+        fields = ["id", *PRODUCT_FIELDS, "owner", "created_at", "updated_at"]
         read_only_fields = fields
 
     def to_representation(self, instance: Product) -> dict[str, Any]:
@@ -188,11 +180,14 @@ class ProductWriteSerializer(serializers.Serializer):
     """
 
     sku = serializers.CharField(
-        max_length=64, help_text="1-64 of letters, digits, '.', '_', '-'; unique."
+        max_length=SKU_MAX_LENGTH,
+        help_text=f"1-{SKU_MAX_LENGTH} of letters, digits, '.', '_', '-'; unique.",
     )
     name = serializers.CharField(max_length=NAME_MAX_LENGTH)
     slug = serializers.SlugField(
-        max_length=200, required=False, help_text="Derived from the name when left out."
+        max_length=SLUG_MAX_LENGTH,
+        required=False,
+        help_text="Derived from the name when left out.",
     )
     description = serializers.CharField(required=False, allow_blank=True)
     price = serializers.DecimalField(
@@ -201,8 +196,12 @@ class ProductWriteSerializer(serializers.Serializer):
         min_value=0,
         max_value=PRICE_MAX,
     )
-    stock = serializers.IntegerField(required=False, min_value=0, default=0)
-    is_active = serializers.BooleanField(required=False, default=True)
+    stock = serializers.IntegerField(
+        required=False, min_value=0, default=PRODUCT_DEFAULTS["stock"]
+    )
+    is_active = serializers.BooleanField(
+        required=False, default=PRODUCT_DEFAULTS["is_active"]
+    )
     category = serializers.IntegerField(help_text="Category id.")
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
@@ -258,25 +257,3 @@ class BulkDeleteResultSerializer(serializers.Serializer):
     """Answer of a bulk delete."""
 
     deleted = serializers.IntegerField()
-
-
-class BulkItemErrorSerializer(serializers.Serializer):
-    """The errors of one rejected item, by its position in the payload."""
-
-    index = serializers.IntegerField()
-    errors = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField())
-    )
-
-
-class BulkErrorSerializer(serializers.Serializer):
-    """Answer of a rejected bulk request: nothing was written."""
-
-    detail = serializers.CharField()
-    errors = BulkItemErrorSerializer(many=True, required=False)
-
-
-class ErrorSerializer(serializers.Serializer):
-    """A plain error."""
-
-    detail = serializers.CharField()

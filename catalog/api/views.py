@@ -14,7 +14,6 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -24,10 +23,8 @@ from catalog.api.serializers import (
     BulkCreateResultSerializer,
     BulkDeleteResultSerializer,
     BulkDeleteSerializer,
-    BulkErrorSerializer,
     BulkUpdateResultSerializer,
     CategorySerializer,
-    ErrorSerializer,
     ProductBulkUpdateItemSerializer,
     ProductSerializer,
     ProductWriteSerializer,
@@ -44,7 +41,6 @@ from catalog.managers import API_VALUES
 from catalog.models import Category, Product
 from catalog.services import (
     CategoryInUse,
-    ItemErrors,
     category_create,
     category_delete,
     category_update,
@@ -55,7 +51,7 @@ from catalog.services import (
     products_bulk_delete,
     products_bulk_update,
 )
-from config.api.exceptions import BulkValidationError
+from config.api.exceptions import Conflict
 from config.api.mixins import (
     IF_MATCH_DESCRIPTION,
     ETagMixin,
@@ -66,16 +62,8 @@ from config.api.pagination import (
     KeysetCursorPagination,
     LimitOffsetOrCursorPagination,
 )
+from config.api.serializers import BulkErrorSerializer, ErrorSerializer
 from config.cache import CachedViewMixin
-
-
-class Conflict(APIException):
-    """The request conflicts with the current state of the resource."""
-
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "Conflict."
-    default_code = "conflict"
-
 
 IF_MATCH = OpenApiParameter(
     "If-Match",
@@ -329,20 +317,16 @@ class ProductViewSet(
         pagination_class=None,
     )
     def bulk(self, request: Request) -> Response:
-        try:
-            if request.method == "POST":
-                ids = products_bulk_create(
-                    owner=request.user, items=bulk_items(request.data)
-                )
-                return Response(
-                    {"created": len(ids), "ids": ids}, status=status.HTTP_201_CREATED
-                )
-            if request.method == "PATCH":
-                updated = products_bulk_update(items=bulk_items(request.data))
-                return Response({"updated": updated})
-            deleted = products_bulk_delete(ids=bulk_items(request.data, key="ids"))
-            return Response({"deleted": deleted})
-        except ItemErrors as exc:
-            if exc.errors:
-                raise BulkValidationError(exc.errors) from exc
-            raise ValidationError({"detail": exc.detail}) from exc
+        # Services raise ItemErrors; the API's exception handler answers 400.
+        if request.method == "POST":
+            ids = products_bulk_create(
+                owner=request.user, items=bulk_items(request.data)
+            )
+            return Response(
+                {"created": len(ids), "ids": ids}, status=status.HTTP_201_CREATED
+            )
+        if request.method == "PATCH":
+            updated = products_bulk_update(items=bulk_items(request.data))
+            return Response({"updated": updated})
+        deleted = products_bulk_delete(ids=bulk_items(request.data, key="ids"))
+        return Response({"deleted": deleted})

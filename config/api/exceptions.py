@@ -15,6 +15,8 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.fields import get_error_detail
 
+from config.validation import ItemErrors
+
 if TYPE_CHECKING:
     from rest_framework.response import Response
 
@@ -48,8 +50,14 @@ class Conflict(exceptions.APIException):
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """Return DRF's error response, also for Django validation and size errors."""
-    if isinstance(exc, DjangoValidationError):
+    """Return DRF's error response, also for service, validation and size errors."""
+    if isinstance(exc, ItemErrors):
+        exc = (
+            BulkValidationError(exc.errors)
+            if exc.errors
+            else exceptions.ValidationError({"detail": exc.detail})
+        )
+    elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=get_error_detail(exc))
     elif isinstance(exc, RequestDataTooBig):
         exc = RequestBodyTooLarge()

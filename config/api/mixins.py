@@ -138,7 +138,12 @@ def bulk_items(data: Any, *, key: str | None = None) -> list[Any]:
     limit = settings.BULK_MAX_ITEMS
     if key is not None:
         if not isinstance(data, Mapping) or key not in data:
-            raise ValidationError({key: ["This field is required."]})
+            raise ValidationError(
+                {
+                    "detail": f"The body must be a JSON object with `{key}`.",
+                    key: ["This field is required."],
+                }
+            )
         data = data[key]
         where = f"`{key}`"
     else:

@@ -29,6 +29,22 @@ from rest_framework.utils.urls import remove_query_param, replace_query_param
 from config.counting import count_rows
 
 
+def query_int(request: Request, name: str, *, default: int, minimum: int) -> int:
+    """Return the whole-number query parameter *name*; 400 if sent and not one.
+
+    Digits only (no sign, spaces or underscores, which int() would take);
+    more than 18 of them read as 10**18, beyond any limit or offset served.
+    """
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw[:19]) < minimum:
+        raise ValidationError(
+            {name: [f"Expected a whole number of at least {minimum}."]}
+        )
+    return int(raw) if len(raw) <= 18 else 10**18
+
+
 class LimitOffsetPagination(pagination.LimitOffsetPagination):
     """Limit/offset pages: 20 items by default, 100 at most, cheap counts.
 
@@ -74,6 +90,25 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
         else:
             self.count = count
         return rows
+
+    def get_limit(self, request: Request) -> int:
+        limit = query_int(
+            request, self.limit_query_param, default=self.default_limit, minimum=1
+        )
+        return min(limit, self.max_limit)
+
+    def get_offset(self, request: Request) -> int:
+        return query_int(request, self.offset_query_param, default=0, minimum=0)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict]:
+        bounds = {
+            self.limit_query_param: {"minimum": 1, "maximum": self.max_limit},
+            self.offset_query_param: {"minimum": 0, "maximum": self.max_offset},
+        }
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"].update(bounds.get(parameter["name"], {}))
+        return parameters
 
     def get_count(self, queryset: QuerySet | list) -> int:
         if isinstance(queryset, QuerySet):
@@ -190,12 +225,9 @@ class KeysetCursorPagination(pagination.BasePagination):
         ]
 
     def _limit(self, request: Request) -> int:
-        try:
-            limit = int(request.query_params[self.limit_query_param])
-        except (KeyError, ValueError):
-            return self.default_limit
-        if limit <= 0:
-            return self.default_limit
+        limit = query_int(
+            request, self.limit_query_param, default=self.default_limit, minimum=1
+        )
         return min(limit, self.max_limit)
 
     @staticmethod

@@ -487,6 +487,20 @@ def test_password_reset_for_unknown_email_is_202_and_sends_nothing(
     assert mail.outbox == []
 
 
+@pytest.mark.parametrize("email", [0, "0", None, ["a@example.com"], "not-an-address"])
+def test_password_reset_for_something_not_an_address_is_400_and_sends_nothing(
+    api_client, django_capture_on_commit_callbacks, email
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api_client.post(
+            reverse("api:password-reset"), {"email": email}, format="json"
+        )
+
+    assert response.status_code == 400
+    assert list(response.json()) == ["email"]
+    assert mail.outbox == []
+
+
 def test_password_reset_confirm_rejects_weak_password(
     api_client, user, django_capture_on_commit_callbacks
 ):

@@ -18,7 +18,7 @@ from accounts.services import (
     users_set_active,
 )
 from accounts.validation import clean_user, username_from_email
-from config.api.exceptions import BulkValidationError
+from config.validation import ItemErrors
 from tests.factories import UserFactory
 
 STRONG = "plum-kettle-orbit-93"
@@ -229,7 +229,7 @@ def test_users_set_active_and_user_deactivate_revoke_refresh_tokens():
 def test_users_bulk_create_is_all_or_nothing():
     UserFactory(email="taken@example.com", username="taken")
 
-    with pytest.raises(BulkValidationError) as excinfo:
+    with pytest.raises(ItemErrors) as excinfo:
         users_bulk_create(
             rows=[
                 {"email": "fine@example.com"},

@@ -307,12 +307,20 @@ def test_bulk_delete_with_a_bad_id_deletes_nothing(staff, ids, index, message):
 
 @pytest.mark.parametrize(
     "body",
-    [[1, 2], {"ids": "1,2"}, {"ids": []}, {"pks": [1]}, {"ids": list(range(1, 1002))}],
+    [
+        None,
+        [1, 2],
+        {"ids": "1,2"},
+        {"ids": []},
+        {"pks": [1]},
+        {"ids": list(range(1, 1002))},
+    ],
 )
 def test_bulk_delete_with_a_bad_envelope_is_400(staff, body):
     product = ProductFactory()
     response = staff.delete(BULK, body, format="json")
     assert response.status_code == 400
+    assert "detail" in response.json()  # the BulkError shape the schema declares
     assert Product.objects.filter(pk=product.pk).exists()
 
 

@@ -327,7 +327,25 @@ def test_limit_defaults_to_20_and_is_capped_at_100(api_client):
     assert page["count"] == 101
     assert "offset=20" in page["next"]
     assert len(api_client.get(LIST, {"limit": 500}).json()["results"]) == 100
-    assert len(api_client.get(LIST, {"limit": -3}).json()["results"]) == 20
+
+
+@pytest.mark.parametrize(
+    ("query", "param"),
+    [
+        ("limit=-3", "limit"),
+        ("limit=0", "limit"),
+        ("limit=ten", "limit"),
+        ("offset=-1", "offset"),
+        ("offset=null&offset=null", "offset"),
+        ("offset=1_000", "offset"),
+        ("cursor=&limit=", "limit"),
+    ],
+)
+def test_a_limit_or_offset_that_is_not_a_whole_number_is_400(api_client, query, param):
+    response = api_client.get(f"{LIST}?{query}")
+
+    assert response.status_code == 400
+    assert list(response.json()) == [param]
 
 
 def test_count_is_exact_up_to_the_cap_then_the_planner_estimate(

@@ -862,18 +862,15 @@ def test_seed_demo_shows_at_once(api_client, django_capture_on_commit_callbacks)
 def test_interrupted_seed_demo_refreshes_what_it_committed(
     api_client, monkeypatch, django_capture_on_commit_callbacks
 ):
-    from catalog.management.commands.seed_demo import Command
-
     url = reverse("api:category-list")
     assert cached(api_client, url)["count"] == 0
-    real = Command._insert
 
-    def insert(self, table, *args, **kwargs):
-        if table == "catalog_product":
-            raise KeyboardInterrupt
-        return real(self, table, *args, **kwargs)
+    def interrupted(*, rows):
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(Command, "_insert", insert)
+    monkeypatch.setattr(
+        "catalog.management.commands.seed_demo.products_add", interrupted
+    )
     with (
         django_capture_on_commit_callbacks(execute=True),
         pytest.raises(KeyboardInterrupt),

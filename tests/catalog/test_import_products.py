@@ -18,10 +18,10 @@ from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from catalog import services
 from catalog.management.commands.import_products import Command as ImportProducts
 from catalog.models import Category, Product
 from catalog.services import products_upsert
+from config.indexes import index_lock_key
 from tests.factories import CategoryFactory, ProductFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -699,10 +699,10 @@ def test_import_leaves_indexes_alone_while_another_load_defers_them(
     path = write(tmp_path, "p.csv", rows_csv(owner.email, 2))
     with connection.schema_editor() as editor:
         editor.remove_index(Product, Product._meta.indexes[-1])
-    monkeypatch.setattr("catalog.services._INDEX_LOCK_WAIT", "100ms")
+    monkeypatch.setattr("config.indexes.INDEX_LOCK_WAIT", "100ms")
     dsn = "postgresql://postgres@127.0.0.1:5432/" + connection.settings_dict["NAME"]
     with psycopg.connect(dsn, autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s)", [services._INDEX_LOCK_KEY])
+        other.execute("SELECT pg_advisory_lock(%s)", [index_lock_key(Product)])
         with CaptureQueriesContext(connection) as queries:
             out, _ = run(str(path))
 
@@ -718,7 +718,7 @@ def test_import_leaves_indexes_alone_while_another_load_defers_them(
 def test_busy_catalog_is_loaded_with_its_indexes_in_place(tmp_path, monkeypatch):
     owner = UserFactory()
     path = write(tmp_path, "p.csv", rows_csv(owner.email, 2))
-    monkeypatch.setattr("catalog.services._DROP_LOCK_WAIT", "100ms")
+    monkeypatch.setattr("config.indexes.DROP_LOCK_WAIT", "100ms")
     dsn = "postgresql://postgres@127.0.0.1:5432/" + connection.settings_dict["NAME"]
     with psycopg.connect(dsn) as reader:
         # A long transaction that has read products holds a lock DROP INDEX

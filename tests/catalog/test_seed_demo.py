@@ -4,6 +4,8 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import User
@@ -173,3 +175,36 @@ def test_progress_bar_is_drawn_on_a_terminal_only():
     # Drawn as plain text, not in standard error's bold red.
     assert "\x1b[31" not in drawn
     assert piped.getvalue() == ""
+
+
+def model_indexes_present() -> set[str]:
+    tables = [User._meta.db_table, Product._meta.db_table]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = ANY(%s)", [tables]
+        )
+        present = {name for (name,) in cursor.fetchall()}
+    return present & {i.name for i in (*User._meta.indexes, *Product._meta.indexes)}
+
+
+def test_deferred_indexes_are_dropped_for_the_load_and_built_back():
+    wanted = {i.name for i in (*User._meta.indexes, *Product._meta.indexes)}
+    with CaptureQueriesContext(connection) as queries:
+        seed("--users", "3", "--products", "20", "--categories", "2", "--defer-indexes")
+
+    sql = [query["sql"] for query in queries.captured_queries]
+    dropped = {s.split('"')[1] for s in sql if s.startswith("DROP INDEX")}
+    built = {s.split('"')[1] for s in sql if s.startswith("CREATE INDEX")}
+    assert dropped == built == wanted
+    assert model_indexes_present() == wanted
+    assert Product.objects.count() == 20
+
+
+def test_small_loads_keep_the_indexes_in_place():
+    with CaptureQueriesContext(connection) as queries:
+        seed("--users", "3", "--products", "20", "--categories", "2")
+
+    assert not [q for q in queries.captured_queries if "INDEX" in q["sql"]]
+    assert len(model_indexes_present()) == len(User._meta.indexes) + len(
+        Product._meta.indexes
+    )

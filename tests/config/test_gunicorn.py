@@ -1,9 +1,13 @@
+import atexit
+import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +33,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@functools.cache
+def collected_static_root() -> str:
+    """Run collectstatic once per test session, as a deploy does; return its root."""
+    root = tempfile.mkdtemp(prefix="static-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
+        cwd=BASE_DIR,
+        env={
+            **env,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "SECRET_KEY": "collectstatic-only-0123456789abcdefghijklmnopqrstuvwxyz",
+            "DEBUG": "False",
+            "STATIC_ROOT": root,
+        },
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return root
+
+
 def server_env(**overrides: str) -> dict[str, str]:
     """Return a production-like environment for a server started by a test."""
     env = {
@@ -51,6 +78,8 @@ def server_env(**overrides: str) -> dict[str, str]:
         HOST="127.0.0.1",
         LOG_LEVEL="WARNING",
     )
+    if "STATIC_ROOT" not in overrides:
+        env["STATIC_ROOT"] = collected_static_root()
     env.update(overrides)
     return env
 

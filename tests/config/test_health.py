@@ -23,10 +23,30 @@ def test_readyz_reports_database_migrations_and_redis(client):
         "status": "ok",
         "database": "ok",
         "migrations": "ok",
+        "static": "ok",
         "redis": "ok",
         "replica": "not configured",
     }
     assert "no-cache" in response["Cache-Control"]
+
+
+def test_readyz_is_503_naming_static_files_when_collectstatic_never_ran(
+    client, settings, tmp_path
+):
+    settings.STATIC_ROOT = tmp_path  # empty: no manifest
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {
+            "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        },
+    }
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["status"] == "unavailable"
+    assert "collectstatic" in response.json()["static"]
+    assert response.json()["database"] == "ok"
 
 
 @override_settings(

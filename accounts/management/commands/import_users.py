@@ -8,10 +8,10 @@ from accounts.services import (
     users_hash_passwords,
     users_upsert,
 )
-from accounts.validation import clean_user
-from catalog.validation import clean_bool
+from accounts.validation import USER_IMPORT_FIELDS, clean_user
 from config.bulkio import ImportCommand, Record, Rejection, UpsertResult
 from config.metrics import BULK_ROWS_WRITTEN
+from config.validation import clean_bool
 
 
 def _is_hash(value: str) -> bool:
@@ -40,7 +40,7 @@ class Command(ImportCommand):
         "--errors file can be fixed and fed back. Exits non-zero when any row "
         "is rejected."
     )
-    columns = ("email", "username", "password", "is_active")
+    columns = USER_IMPORT_FIELDS
     required = ("email",)
     key_name = "email"
 

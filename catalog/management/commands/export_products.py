@@ -6,21 +6,15 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 from django.db.models import QuerySet
 
-from catalog.management.commands.import_products import Command as ImportProducts
 from catalog.models import Category, Product
+from catalog.validation import PRODUCT_FILE_COLUMNS
 from config.bulkio import FORMATS, RowWriter, detect_format, open_output
 
 # Rows fetched per round trip of the server-side cursor (or per keyset batch).
 CHUNK_SIZE = 5000
-# Product fields by export column: exactly what import_products reads back.
+# What each file column reads: the foreign keys by their natural keys.
 _SOURCES = {
-    "sku": "sku",
-    "name": "name",
-    "slug": "slug",
-    "description": "description",
-    "price": "price",
-    "stock": "stock",
-    "is_active": "is_active",
+    **{column: column for column in PRODUCT_FILE_COLUMNS},
     "category": "category__slug",
     "owner": "owner__email",
 }
@@ -97,7 +91,7 @@ class Command(BaseCommand):
             products = products.filter(is_active=True)
         elif options["inactive"]:
             products = products.filter(is_active=False)
-        columns = list(ImportProducts.columns)
+        columns = list(PRODUCT_FILE_COLUMNS)
         values = products.order_by("pk").values_list(
             "pk", *(_SOURCES[c] for c in columns)
         )

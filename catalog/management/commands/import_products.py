@@ -3,51 +3,27 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
-from django.core.validators import validate_email
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 
-from accounts.validation import normalize_email
+from accounts.services import users_ids_by_email
 from catalog.models import Category, Product
-from catalog.services import (
-    UPSERT_OPTIONAL_FIELDS,
-    categories_ensure,
-    product_index_lock,
-    product_indexes_drop,
-    product_indexes_missing,
-    product_indexes_restore,
-    products_upsert,
-)
+from catalog.services import categories_ensure, products_upsert
 from catalog.validation import (
-    MSG_BLANK,
-    MSG_REQUIRED,
-    PRODUCT_FIELDS,
+    BLANK_IS_ABSENT,
+    PRODUCT_FILE_COLUMNS,
+    PRODUCT_OPTIONAL,
+    PRODUCT_REQUIRED,
+    clean_category_slug,
+    clean_owner_email,
     clean_product,
 )
 from config.bulkio import ImportCommand, Record, Rejection, UpsertResult
+from config.indexes import Deferral, deferred_indexes, indexes_missing
 from config.metrics import BULK_ROWS_WRITTEN
 
 MSG_NO_OWNER = "No user with this email address."
 MSG_NO_CATEGORY = "No category with this slug (--create-categories creates it)."
-# Blank cells of these columns mean "not given" (clean_product's rule).
-_BLANK_IS_ABSENT = frozenset({"slug", "stock", "is_active"})
-_CATEGORY_SLUG = Category._meta.get_field("slug")
-
-
-def _clean_category(value: Any) -> tuple[str | None, str | None]:
-    if value is None:
-        return None, MSG_REQUIRED
-    if not isinstance(value, str):
-        return None, "Must be a category slug."
-    slug = value.strip()
-    if not slug:
-        return None, MSG_BLANK
-    try:
-        _CATEGORY_SLUG.run_validators(slug)
-    except ValidationError as exc:
-        return None, " ".join(exc.messages)
-    return slug, None
 
 
 # Files name few categories and owners many times: each value is checked once
@@ -69,19 +45,6 @@ def _memoized(
     return known
 
 
-def _clean_owner(value: Any) -> tuple[str | None, str | None]:
-    if value is None or value == "":
-        return None, "This field is required (or pass --owner)."
-    if not isinstance(value, str):
-        return None, "Enter a valid email address."
-    email = normalize_email(value)
-    try:
-        validate_email(email)
-    except ValidationError:
-        return None, "Enter a valid email address."
-    return email.lower(), None
-
-
 class Command(ImportCommand):
     help = (
         "Create or update products from a CSV or JSON Lines file ('-' for stdin), "
@@ -97,8 +60,8 @@ class Command(ImportCommand):
         "back. Exits non-zero when any row is rejected. Any product index that "
         "an interrupted run left missing is built again first."
     )
-    columns = (*PRODUCT_FIELDS, "owner")
-    required = ("sku", "name", "price", "category")
+    columns = PRODUCT_FILE_COLUMNS
+    required = PRODUCT_REQUIRED
     key_name = "sku"
 
     def add_arguments(self, parser: Any) -> None:
@@ -127,11 +90,11 @@ class Command(ImportCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        self.deferred: list[str] = []
+        self.deferral: Deferral | None = None
         self.verbosity = options["verbosity"]
         if options["dry_run"]:
             # A dry run changes nothing, indexes included: only say what is missing.
-            if missing := product_indexes_missing():
+            if missing := indexes_missing(Product):
                 self._note(
                     f"catalog_product lacks index(es) {', '.join(missing)}; the"
                     " next import that is not a dry run builds them."
@@ -139,55 +102,48 @@ class Command(ImportCommand):
             super().handle(*args, **options)
             return
         try:
-            with product_index_lock() as held:
-                if held:
-                    self._prepare_indexes(options["defer_indexes"])
-                else:
-                    self._note(
-                        "Another import is loading products with the indexes"
-                        " dropped; it builds them when it ends."
-                    )
-                try:
-                    super().handle(*args, **options)
-                finally:
-                    self.after_batches()
+            with deferred_indexes(Product, defer=options["defer_indexes"]) as deferral:
+                self._say_what_happened_to(deferral)
+                self.deferral = deferral
+                super().handle(*args, **options)
         except DatabaseError as exc:
             text = str(exc).strip()
             raise CommandError(
                 f"database error: {text.splitlines()[0] if text else exc!r}"
             ) from exc
 
-    def _prepare_indexes(self, defer: bool | None) -> None:
-        # A run killed after dropping indexes leaves them missing.
-        if restored := product_indexes_restore():
+    def _say_what_happened_to(self, deferral: Deferral) -> None:
+        if not deferral.held:
             self._note(
-                f"Built missing index(es) {', '.join(restored)}"
+                "Another import is loading products with the indexes"
+                " dropped; it builds them when it ends."
+            )
+        if deferral.restored:
+            self._note(
+                f"Built missing index(es) {', '.join(deferral.restored)}"
                 " (left by an interrupted import?)."
             )
-        if defer is None:
-            defer = not Product.objects.exists()
-        if defer:
-            self.deferred = product_indexes_drop()
-            if not self.deferred:
-                self._note(
-                    "catalog_product is in use by another transaction; loading"
-                    " with its indexes in place."
-                )
+        if deferral.busy:
+            self._note(
+                "catalog_product is in use by another transaction; loading"
+                " with its indexes in place."
+            )
 
     def after_batches(self) -> None:
-        """Build the indexes dropped for this load."""
-        if not self.deferred:
+        """Build the indexes dropped for this load, before the summary line."""
+        if self.deferral is None or not self.deferral.dropped:
             return
-        names, self.deferred = self.deferred, []
         terminal = self.verbosity >= 1 and self.stderr.isatty()
         if terminal:
             # Plain text: standard error's default style is the error one.
             self.stderr.write(
-                f"\rbuilding {len(names)} indexes...", style_func=str, ending=""
+                f"\rbuilding {len(self.deferral.dropped)} indexes...",
+                style_func=str,
+                ending="",
             )
         started = time.monotonic()
         try:
-            product_indexes_restore()
+            names = self.deferral.finish()
         except (KeyboardInterrupt, DatabaseError) as exc:
             text = str(exc).strip()
             reason = text.splitlines()[0] if text else "interrupted"
@@ -211,10 +167,10 @@ class Command(ImportCommand):
         self.create_categories: bool = options["create_categories"]
         self.default_owner: str | None = None
         if options["owner"]:
-            email, error = _clean_owner(options["owner"])
+            email, error = clean_owner_email(options["owner"])
             if error:
                 raise CommandError(f"--owner: {error}")
-            owners = self._owner_ids({email})
+            owners = users_ids_by_email(emails={email})
             if email not in owners:
                 raise CommandError(f"--owner: {MSG_NO_OWNER} ({options['owner']})")
             self.default_owner = email
@@ -238,21 +194,23 @@ class Command(ImportCommand):
             cleaned, errors = clean_product(fields)
             # clean_product wants a category id; the file names a slug instead.
             errors.pop("category", None)
-            slug, error = _memoized(categories, _clean_category, data.get("category"))
+            slug, error = _memoized(
+                categories, clean_category_slug, data.get("category")
+            )
             if error:
                 errors["category"] = [error]
             owner = data.get("owner")
             if owner in (None, ""):
                 owner = self.default_owner
-            email, error = _memoized(owners, _clean_owner, owner)
+            email, error = _memoized(owners, clean_owner_email, owner)
             if error:
                 errors["owner"] = [error]
             if errors:
                 rejections.append(Rejection(record.line, data, errors))
                 continue
-            for name in UPSERT_OPTIONAL_FIELDS:
+            for name in PRODUCT_OPTIONAL:
                 value = fields.get(name)
-                if name not in fields or (value == "" and name in _BLANK_IS_ABSENT):
+                if name not in fields or (value == "" and name in BLANK_IS_ABSENT):
                     cleaned.pop(name, None)
             cleaned.pop("category_id", None)
             pending.append((cleaned, record, slug, email))
@@ -267,7 +225,7 @@ class Command(ImportCommand):
         --create-categories, are rejected.
         """
         rejections: list[Rejection] = []
-        owners = self._owner_ids({email for *_, email in items})
+        owners = users_ids_by_email(emails={email for *_, email in items})
         unknown = (
             set()
             if self.create_categories
@@ -318,14 +276,3 @@ class Command(ImportCommand):
     def _note(self, message: str) -> None:
         if self.verbosity >= 1:
             self.stdout.write(message, self.style.WARNING)
-
-    def _owner_ids(self, emails: set[str]) -> dict[str, int]:
-        if not emails:
-            return {}
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT lower(email), id FROM accounts_user"
-                " WHERE lower(email) = ANY(%s)",
-                [sorted(emails)],
-            )
-            return dict(cursor.fetchall())
