@@ -39,11 +39,20 @@ def cluster(postgres_pair) -> Iterator[Cluster]:
         yield running
 
 
-def _upstreams(cluster: Cluster, tag: str) -> list[str]:
-    """Return the upstream of each request nginx logged with an id from *tag*."""
-    log = (cluster.nginx.root / "access.log").read_text()
-    lines = [json.loads(line) for line in log.splitlines() if tag in line]
-    return [line["upstream"] for line in lines if line["request_id"].startswith(tag)]
+def _upstreams(cluster: Cluster, tag: str, count: int = 0) -> list[str]:
+    """Return the upstream of each request nginx logged with an id from *tag*.
+
+    nginx writes a line after the answer has gone out: wait (a little) for
+    *count* of them.
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        log = (cluster.nginx.root / "access.log").read_text()
+        lines = [json.loads(line) for line in log.splitlines() if tag in line]
+        found = [x["upstream"] for x in lines if x["request_id"].startswith(tag)]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def _get_through_nginx(cluster: Cluster, count: int, tag: str) -> list[int]:
@@ -63,7 +72,7 @@ def _ports(cluster: Cluster) -> list[str]:
 def test_nginx_spreads_requests_over_both_instances(cluster):
     tag = f"spread-{uuid.uuid4().hex[:8]}-"
     assert _get_through_nginx(cluster, 10, tag) == [200] * 10
-    upstreams = _upstreams(cluster, tag)
+    upstreams = _upstreams(cluster, tag, 10)
     assert len(upstreams) == 10
     assert set(upstreams) == set(_ports(cluster))
     assert min(upstreams.count(port) for port in _ports(cluster)) >= 4
