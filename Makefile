@@ -17,12 +17,13 @@ for c in "$${PYTHON:-}" python3.13 python3.12 python3 \
 done; exit 1
 endef
 
-.PHONY: help install run test lint bench clean
+.PHONY: help install run test lint bench cluster clean
 
 help:
 	@echo "make run    install, migrate, load demo data, print the admin login, serve on :$(PORT)"
 	@echo "make test   lint + the whole test suite against PostgreSQL and Redis"
 	@echo "make bench  the benchmark harness (prints one table)"
+	@echo "make cluster  nginx + 2 app instances + PostgreSQL primary/standby + Redis, here"
 	@echo "make stop   stop the embedded PostgreSQL that make run started (without DATABASE_URL)"
 
 $(VENV)/.synced: pyproject.toml uv.lock Makefile
@@ -83,6 +84,12 @@ stop: install
 # make bench ARGS="--products 100000 --only admin,cache" (see python -m bench --help)
 bench: install
 	$(PY) -m bench $(ARGS)
+
+# nginx (docker/nginx.conf) + 2 app instances + PostgreSQL primary and standby + Redis,
+# all on this machine until Ctrl-C (python -m bench.cluster --help for ARGS).
+cluster: install
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; }
+	$(PY) -m bench.cluster $(ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles

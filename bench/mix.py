@@ -21,6 +21,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench import data
 from bench.client import Client, jwt_access_token
@@ -71,6 +72,20 @@ class MixOptions:
     list_pages: int = 50
     threads: int = 1
     seed: int = 1
+
+
+def options_from(args: Any) -> MixOptions:
+    """Return the MixOptions of `python -m bench`'s --mix-* arguments."""
+    return MixOptions(
+        steps=args.mix_steps,
+        step_s=args.mix_step_duration,
+        repeat=args.mix_repeat,
+        hold_s=args.mix_hold,
+        users=args.mix_users,
+        detail_ids=args.mix_detail_ids,
+        list_pages=args.mix_list_pages,
+        seed=args.seed,
+    )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,20 +113,26 @@ def short_commit(root: Path = ROOT) -> str:
     ).stdout.strip()
 
 
-def free_port() -> int:
-    """Return a TCP port nobody listens on right now.
+def free_port(exclude: Collection[int] = ()) -> int:
+    """Return a TCP port nobody listens on right now (and not in *exclude*).
 
     BENCH_PORTS (e.g. ``18300-18399``) keeps the servers in a range shared
-    machines hand out; unset, the system picks any free port.
+    machines hand out; unset, the system picks any free port. *exclude*
+    holds ports handed out already but not bound yet.
     """
     low, _, high = os.environ.get("BENCH_PORTS", "0").partition("-")
-    for port in range(int(low), int(high or low) + 1):
+    candidates = range(int(low), int(high or low) + 1) if int(low) else [0] * 20
+    for port in candidates:
+        if port in exclude:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return int(sock.getsockname()[1])
+            found = int(sock.getsockname()[1])
+        if found not in exclude:
+            return found
     raise RuntimeError(f"no free port in BENCH_PORTS={low}-{high}")
 
 

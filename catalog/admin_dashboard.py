@@ -16,7 +16,7 @@ from django.utils import timezone
 from catalog.analytics import dashboard
 from catalog.invalidation import DASHBOARD_READS
 from config.cache.views import get_or_compute
-from config.db_router import primary_reads
+from config.db_router import fresh_reads
 
 CHART_WIDTH = 640
 CHART_HEIGHT = 200
@@ -180,7 +180,7 @@ def cached_figures() -> dict[str, Any]:
     key = f"analytics:dashboard:{today}"
 
     def compute() -> dict[str, Any]:
-        with primary_reads():  # never cache a lagging replica's figures
+        with fresh_reads():  # never cache a lagging replica's figures
             return dashboard()
 
     figures, _ = get_or_compute(

@@ -12,6 +12,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
+from config.replica import replica_state
+
 logger = logging.getLogger(__name__)
 
 # A readiness probe must answer fast; a query slower than this counts as down.
@@ -42,6 +44,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
         "static": static,
         # Redis down degrades to uncached service, so it never fails readiness.
         "redis": _redis_state(),
+        # Nor does the read replica: reads fall back to the primary.
+        **(replica_state() if database == "ok" else {}),
     }
     return JsonResponse(body, status=200 if ready else 503)
 

@@ -56,6 +56,12 @@ DB_UNAVAILABLE = Counter(
     "Requests answered 503 because PostgreSQL failed or timed out.",
     ["reason"],
 )
+REPLICA_READS = Counter(
+    "app_replica_reads",
+    "Read decisions: target replica (reason current) or default, the primary"
+    " (reason down, lagging, unknown or not_standby).",
+    ["target", "reason"],
+)
 
 
 @cache

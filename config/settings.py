@@ -121,12 +121,14 @@ else:
     _default_db = embedded_postgres_database(BASE_DIR / ".data" / "postgres")
 
 
-def _database(base: dict) -> dict:
+def _database(
+    base: dict, *, pooled: bool = True, connect_timeout: int = DB_CONNECT_TIMEOUT
+) -> dict:
     """Return a connection config with timeouts, health checks and pooling applied."""
     db = {**base}
     options = {
         **db.get("OPTIONS", {}),
-        "connect_timeout": DB_CONNECT_TIMEOUT,
+        "connect_timeout": connect_timeout,
         # jit=off: JIT compiles a query whose estimated cost is high, which
         # a rare search term's (PostgreSQL guesses 0.5% of 10,000,000 rows)
         # is; compiling took longer than the LIMITed query it sped up.
@@ -136,7 +138,7 @@ def _database(base: dict) -> dict:
             f"{DB_IDLE_IN_TRANSACTION_TIMEOUT_MS} -c jit=off"
         ),
     }
-    if DB_CONNECTIONS == "pool":
+    if pooled and DB_CONNECTIONS == "pool":
         options["pool"] = {
             "min_size": 1,
             "max_size": DB_POOL_SIZE + DB_MAX_OVERFLOW,
@@ -154,12 +156,33 @@ def _database(base: dict) -> dict:
 
 
 DATABASES = {"default": _database(_default_db)}
+# Behind PgBouncer in transaction mode no server-side cursor survives between
+# statements: Django then fetches whole results, and export_products reads in
+# keyset batches instead.
+DB_DISABLE_SERVER_SIDE_CURSORS = env.bool(
+    "DB_DISABLE_SERVER_SIDE_CURSORS", default=False
+)
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = DB_DISABLE_SERVER_SIDE_CURSORS
 if "DATABASE_REPLICA_URL" in env.ENVIRON:
     _replica = env.db("DATABASE_REPLICA_URL")
     _replica["ENGINE"] = "django_prometheus.db.backends.postgresql"
-    DATABASES["replica"] = _database(_replica)
+    # Never pooled: a pool waits DB_POOL_TIMEOUT for a stopped replica, and
+    # reads must fall back to the primary at once (config.replica).
+    DATABASES["replica"] = _database(
+        _replica,
+        pooled=False,
+        connect_timeout=env.int("DB_REPLICA_CONNECT_TIMEOUT", default=2),
+    )
     DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+    DATABASES["replica"]["DISABLE_SERVER_SIDE_CURSORS"] = DB_DISABLE_SERVER_SIDE_CURSORS
     DATABASE_ROUTERS = ["config.db_router.PrimaryReplicaRouter"]
+
+# Seconds a failed replica is left alone, and a lagging one is not asked again.
+DB_REPLICA_RETRY_AFTER = env.float("DB_REPLICA_RETRY_AFTER", default=5.0)
+DB_REPLICA_LAG_RECHECK = env.float("DB_REPLICA_LAG_RECHECK", default=0.05)
+# The replica applies each commit before the primary confirms it
+# (synchronous_commit = remote_apply): no position check needed.
+DB_REPLICA_REMOTE_APPLY = env.bool("DB_REPLICA_REMOTE_APPLY", default=False)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -67,3 +67,15 @@ def auth_client(tokens_for) -> Callable[[User], APIClient]:
         return client
 
     return _auth_client
+
+
+@pytest.fixture(scope="session")
+def postgres_pair():
+    """A private PostgreSQL primary and its streaming standby (pg_basebackup -R)."""
+    from bench.cluster import PostgresPair
+
+    pair = PostgresPair()
+    try:
+        yield pair.start()
+    finally:
+        pair.stop()

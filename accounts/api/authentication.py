@@ -16,6 +16,7 @@ from rest_framework_simplejwt.tokens import AccessToken, Token
 
 from accounts.models import User
 from config.cache.namespaces import NAMESPACE_USERS, NamespaceMemo
+from config.db_router import fresh_reads
 
 # Signed-in reads find their user here instead of in PostgreSQL. Every user
 # write bumps the "users" namespace after commit (the same invalidation as
@@ -71,6 +72,13 @@ def _active_user(user_id: int) -> User | None:
     return User.objects.active().filter(pk=user_id).first()
 
 
+def _current_active_user(user_id: int) -> User | None:
+    # Kept under the version just read: never from a replica that has not
+    # replayed the write behind it (a deactivation must take effect).
+    with fresh_reads():
+        return _active_user(user_id)
+
+
 class JWTAuthentication(BaseJWTAuthentication):
     """Bearer-token authentication of active users.
 
@@ -92,7 +100,9 @@ class JWTAuthentication(BaseJWTAuthentication):
                 "Token contained no recognizable user identification"
             ) from exc
         if getattr(self, "_read_only", False):
-            kept = _active_users.get(user_id, functools.partial(_active_user, user_id))
+            kept = _active_users.get(
+                user_id, functools.partial(_current_active_user, user_id)
+            )
             # A copy per request: views may set attributes on request.user.
             user = copy.copy(kept) if kept is not None else None
         else:

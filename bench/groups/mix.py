@@ -5,22 +5,13 @@ from __future__ import annotations
 import argparse
 
 from bench.harness import Harness
-from bench.mix import Mix, MixOptions, Side, rows
+from bench.mix import Mix, Side, options_from, rows
 from bench.stack import short_commit
 
 
 def run(h: Harness, args: argparse.Namespace) -> None:
     """Run the mix against this checkout (and --mix-server-root's, if given)."""
-    options = MixOptions(
-        steps=args.mix_steps,
-        step_s=args.mix_step_duration,
-        repeat=args.mix_repeat,
-        hold_s=args.mix_hold,
-        users=args.mix_users,
-        detail_ids=args.mix_detail_ids,
-        list_pages=args.mix_list_pages,
-        seed=args.seed,
-    )
+    options = options_from(args)
     main = h.servers["main"]
     sides = [Side(f"this checkout, {main.label}", main)]
     if args.mix_server_root is not None:

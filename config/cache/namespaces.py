@@ -23,6 +23,7 @@ from django.db import transaction
 
 from config.cache.backend import last_operation_failed
 from config.cache.ledger import BumpLedger
+from config.replica import note_committed_write
 
 NAMESPACE_CATEGORIES = "categories"  # category rows (embedded in products)
 NAMESPACE_PRODUCTS = "products"  # any product row: lists, counts, the dashboard
@@ -87,7 +88,9 @@ def _apply(names: Iterable[str]) -> bool:
     It returns once Redis has sent every other process's invalidation of its
     local copies of the versions.
     """
-    if _set_versions(names):
+    # The write's WAL position first: a reader seeing a new version must not
+    # fill it from a replica that has not replayed the write (config.replica).
+    if not note_committed_write() or _set_versions(names):
         return False
     if hasattr(cache, "await_invalidations"):
         cache.await_invalidations()

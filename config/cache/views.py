@@ -16,7 +16,7 @@ from django.http import HttpResponse, HttpResponseBase
 from config.api.mixins import etag_matches
 from config.cache.backend import last_operation_failed
 from config.cache.namespaces import read_versions
-from config.db_router import primary_reads
+from config.db_router import fresh_reads
 from config.metrics import CACHE_HITS, CACHE_MISSES
 
 if TYPE_CHECKING:
@@ -214,9 +214,9 @@ class CachedViewMixin:
         rendered: list[HttpResponseBase] = []
 
         def compute() -> tuple[int, bytes, dict[str, str]] | None:
-            # A lagging replica would store pre-write data under the new
-            # version, stale until the next write: fill from the primary.
-            with primary_reads():
+            # Never from a replica that lags behind the versions just read:
+            # it would store pre-write data under them, stale until a write.
+            with fresh_reads():
                 response = handler(request, *args, **kwargs)
             # Render now (finalize_response is idempotent; dispatch repeats it)
             # so the bytes can be stored.

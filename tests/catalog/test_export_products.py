@@ -134,3 +134,20 @@ def test_export_query_count_does_not_grow_with_rows(tmp_path):
         export("--output", str(tmp_path / "b.csv"))
 
     assert len(many.captured_queries) == len(few.captured_queries)
+
+
+def test_behind_a_transaction_pooler_the_export_reads_keyset_batches(
+    catalog, monkeypatch
+):
+    """PgBouncer in transaction mode: no server-side cursor, same file."""
+    from catalog.management.commands import export_products
+
+    expected, _ = export()
+    monkeypatch.setattr(export_products, "CHUNK_SIZE", 2)
+    monkeypatch.setitem(connection.settings_dict, "DISABLE_SERVER_SIDE_CURSORS", True)
+    with CaptureQueriesContext(connection) as queries:
+        got, _ = export()
+    assert got == expected
+    reads = [q["sql"] for q in queries if 'FROM "catalog_product"' in q["sql"]]
+    assert len(reads) == 3  # 5 products in batches of 2, each after the last pk
+    assert all("LIMIT 2" in sql for sql in reads)

@@ -49,8 +49,12 @@ def replica(django_db_setup, django_db_blocker) -> Iterator[str]:
         )
         connections.settings[REPLICA_DB_ALIAS] = {**primary, "NAME": name}
         try:
+            # Not a standby (the tests write its rows): declared current, as
+            # with synchronous_commit = remote_apply, so only the routing
+            # rules decide. tests/config/test_replica.py runs a real standby.
             with override_settings(
-                DATABASE_ROUTERS=["config.db_router.PrimaryReplicaRouter"]
+                DATABASE_ROUTERS=["config.db_router.PrimaryReplicaRouter"],
+                DB_REPLICA_REMOTE_APPLY=True,
             ):
                 yield name
         finally:

@@ -25,6 +25,7 @@ def test_readyz_reports_database_migrations_and_redis(client):
         "migrations": "ok",
         "static": "ok",
         "redis": "ok",
+        "replica": "not configured",
     }
     assert "no-cache" in response["Cache-Control"]
 

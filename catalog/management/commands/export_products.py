@@ -1,13 +1,16 @@
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
+from django.db.models import QuerySet
 
 from catalog.models import Category, Product
 from catalog.validation import PRODUCT_FILE_COLUMNS
 from config.bulkio import FORMATS, RowWriter, detect_format, open_output
 
-# Rows fetched per round trip of the server-side cursor.
+# Rows fetched per round trip of the server-side cursor (or per keyset batch).
 CHUNK_SIZE = 5000
 # What each file column reads: the foreign keys by their natural keys.
 _SOURCES = {
@@ -15,6 +18,27 @@ _SOURCES = {
     "category": "category__slug",
     "owner": "owner__email",
 }
+
+
+def _stream(values: QuerySet) -> Iterator[tuple]:
+    """Yield the rows of *values* (pk first, ordered by pk) in bounded memory.
+
+    A server-side cursor (iterator()) when the connection allows one; behind a
+    pooler in transaction mode (PgBouncer: DISABLE_SERVER_SIDE_CURSORS) no
+    cursor survives between statements, so keyset batches by pk instead (each
+    batch its own snapshot).
+    """
+    if not connections[values.db].settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
+        yield from values.iterator(chunk_size=CHUNK_SIZE)
+        return
+    last = None
+    while True:
+        batch = values if last is None else values.filter(pk__gt=last)
+        rows = list(batch[:CHUNK_SIZE])
+        yield from rows
+        if len(rows) < CHUNK_SIZE:
+            return
+        last = rows[-1][0]
 
 
 class Command(BaseCommand):
@@ -68,16 +92,17 @@ class Command(BaseCommand):
         elif options["inactive"]:
             products = products.filter(is_active=False)
         columns = list(PRODUCT_FILE_COLUMNS)
-        values = products.order_by("pk").values_list(*(_SOURCES[c] for c in columns))
+        values = products.order_by("pk").values_list(
+            "pk", *(_SOURCES[c] for c in columns)
+        )
 
         started = time.monotonic()
         out, close = open_output(output, self.stdout._out)
         count = 0
         try:
             writer = RowWriter(out, fmt=fmt, columns=columns)
-            # iterator() reads through a server-side cursor: memory stays flat.
-            for row in values.iterator(chunk_size=CHUNK_SIZE):
-                writer.write(dict(zip(columns, row, strict=True)))
+            for row in _stream(values):
+                writer.write(dict(zip(columns, row[1:], strict=True)))
                 count += 1
         except BrokenPipeError:
             raise CommandError("Output closed early (broken pipe).") from None
