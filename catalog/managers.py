@@ -70,7 +70,7 @@ class CategoryQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Category"]):
     def with_product_counts(self) -> CategoryQuerySet:
         """Annotate ``product_count``: active products, counted by count_rows' rule.
 
-        The exact part is an index-only probe of catalog_product_cat_active;
+        The exact part is an index-only probe of catalog_product_cat_new;
         the estimate is the planner statistics' share of the category times
         the table's row estimate and active fraction, so a catalog write's
         cache miss never groups every product.

@@ -55,7 +55,7 @@ class Product(models.Model):
     )
     stock = models.IntegerField(default=0, validators=[MinValueValidator(0)])
     is_active = models.BooleanField(default=True)
-    # catalog_product_cat_active (category_id, is_active) serves the FK lookups.
+    # catalog_product_cat_new (category_id, is_active, ...) serves the FK lookups.
     category = models.ForeignKey(
         Category, on_delete=models.PROTECT, related_name="products", db_index=False
     )
@@ -92,8 +92,11 @@ class Product(models.Model):
             ),
         ]
         indexes = [
+            # A category's newest products (the default order of a list by
+            # category) are its first entries; its count probe reads the index.
             models.Index(
-                fields=["category", "is_active"], name="catalog_product_cat_active"
+                fields=["category", "is_active", "-created_at", "-id"],
+                name="catalog_product_cat_new",
             ),
             models.Index(
                 fields=["is_active", "-created_at", "-id"],

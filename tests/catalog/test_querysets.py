@@ -38,7 +38,10 @@ def test_user_indexes_of_the_original_design_exist():
 
 def test_product_indexes_serve_filters_orderings_and_search():
     indexes = _indexes("catalog_product")
-    assert "(category_id, is_active)" in indexes["catalog_product_cat_active"]
+    assert (
+        "(category_id, is_active, created_at DESC, id DESC)"
+        in indexes["catalog_product_cat_new"]
+    )
     assert (
         "(is_active, created_at DESC, id DESC)" in indexes["catalog_product_active_new"]
     )
