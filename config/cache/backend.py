@@ -235,7 +235,7 @@ class FailOpenRedisCache(RedisCache):
     def _decode(self, value: bytes) -> Any:
         # django-redis stores an int as its digits and anything else pickled
         # (b"\x80..."); its decode tries int() first, and int() of a long
-        # byte string takes ~9 us to fail.
+        # byte string is slow to fail.
         if self._raw_pickles and value[:1] == b"\x80":
             return pickle.loads(value)  # noqa: S301 - our own cache entries
         return self.client.decode(value)
