@@ -84,9 +84,14 @@ class JWTAuthentication(BaseJWTAuthentication):
 
     Reads (GET, HEAD, OPTIONS) take the user from a per-process memo checked
     against the "users" namespace version (one Redis round trip, no query);
-    writes always load it from PostgreSQL, as does every request while Redis
-    is down.
+    writes load it from PostgreSQL (they may save it: a copy from the memo
+    could carry fields older than the row), as does every request while
+    Redis is down.
     """
+
+    # Whether writes take the user from the memo too (see
+    # ReferencingJWTAuthentication).
+    memo_writes = False
 
     def authenticate(self, request: Request) -> tuple[Any, Token] | None:
         self._read_only = request.method in SAFE_METHODS
@@ -99,7 +104,7 @@ class JWTAuthentication(BaseJWTAuthentication):
             raise InvalidToken(
                 "Token contained no recognizable user identification"
             ) from exc
-        if getattr(self, "_read_only", False):
+        if self.memo_writes or getattr(self, "_read_only", False):
             kept = _active_users.get(
                 user_id, functools.partial(_current_active_user, user_id)
             )
@@ -114,7 +119,20 @@ class JWTAuthentication(BaseJWTAuthentication):
         return user
 
 
+class ReferencingJWTAuthentication(JWTAuthentication):
+    """JWTAuthentication for views whose writes only refer to the caller.
+
+    Product writes read the caller's id and staff flag and never save the
+    user, so they take it from the memo as reads do: as fresh (a deactivation
+    takes effect on the caller's next request in every process), without the
+    query.
+    """
+
+    memo_writes = True
+
+
 class JWTScheme(SimpleJWTScheme):
     """Describe JWTAuthentication as a bearer scheme in the OpenAPI schema."""
 
     target_class = "accounts.api.authentication.JWTAuthentication"
+    match_subclasses = True

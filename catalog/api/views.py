@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
+from accounts.api.authentication import ReferencingJWTAuthentication
 from catalog.api.permissions import IsOwnerOrStaff, IsStaffOrReadOnly
 from catalog.api.serializers import (
     BulkCreateResultSerializer,
@@ -185,6 +186,7 @@ class ProductViewSet(
 ):
     """Products: public read, owner-or-staff write, staff bulk writes."""
 
+    authentication_classes = [ReferencingJWTAuthentication]
     permission_classes = [permissions.IsAuthenticatedOrReadOnly, IsOwnerOrStaff]
     filterset_class = ProductFilterSet
     pagination_class = LimitOffsetOrCursorPagination

@@ -5,13 +5,20 @@ import jwt
 import pytest
 from django.conf import settings
 from django.core import mail
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.models import User
-from tests.factories import TEST_PASSWORD, ProductFactory, UserFactory
+from tests.factories import (
+    TEST_PASSWORD,
+    CategoryFactory,
+    ProductFactory,
+    UserFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -308,15 +315,50 @@ def test_a_token_with_one_changed_byte_is_refused_after_a_good_one(tokens_for, u
     assert _me(f"{header}.{payload}.{flipped}") == 401
 
 
-def test_writes_load_their_user_from_the_database(tokens_for, user):
+def test_account_writes_load_their_user_from_the_database(tokens_for, user):
     access = tokens_for(user)["access"]
     assert _me(access) == 200  # kept by this process
     # Not committed yet, so no namespace bump: only a query can see it.
     User.objects.filter(pk=user.pk).update(is_active=False)
 
-    # An empty body would be a 400 for an active user: auth runs first.
-    response = _bearer(access).post(reverse("api:product-list"), {}, format="json")
+    response = _bearer(access).patch(
+        reverse("api:user-me"), {"username": "late"}, format="json"
+    )
 
+    assert response.status_code == 401
+
+
+def test_product_writes_find_their_user_without_a_query(tokens_for, user):
+    client = _bearer(tokens_for(user)["access"])
+    category = CategoryFactory()
+    url = reverse("api:product-list")
+    body = {"name": "Kept", "price": "1.00", "category": category.pk}
+    assert client.post(url, {**body, "sku": "MEMO-1"}, format="json").status_code == 201
+
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post(url, {**body, "sku": "MEMO-2"}, format="json")
+
+    assert response.status_code == 201, response.content
+    assert not [q for q in queries if "accounts_user" in q["sql"]]
+
+
+def test_a_committed_deactivation_stops_product_writes_at_once(
+    tokens_for, auth_client, user, staff_user, django_capture_on_commit_callbacks
+):
+    access = tokens_for(user)["access"]
+    product = ProductFactory(owner=user)
+    url = reverse("api:product-detail", args=[product.pk])
+    client = _bearer(access)
+    assert client.patch(url, {"stock": 1}, format="json").status_code == 200
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = auth_client(staff_user).delete(
+            reverse("api:user-detail", args=[user.pk])
+        )
+    assert response.status_code == 204
+
+    assert client.patch(url, {"stock": 2}, format="json").status_code == 401
+    response = client.post(reverse("api:product-list"), {}, format="json")
     assert response.status_code == 401
 
 
