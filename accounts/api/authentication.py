@@ -86,15 +86,17 @@ class JWTAuthentication(BaseJWTAuthentication):
     against the "users" namespace version (one Redis round trip, no query);
     writes load it from PostgreSQL (they may save it: a copy from the memo
     could carry fields older than the row), as does every request while
-    Redis is down.
+    Redis is down. A view whose writes only refer to the caller (its id and
+    staff flag) and never save it sets ``user_memo_on_writes``: its writes
+    take the user from the memo too, as fresh (a deactivation takes effect
+    on the next request in every process) and without the query.
     """
 
-    # Whether writes take the user from the memo too (see
-    # ReferencingJWTAuthentication).
-    memo_writes = False
-
     def authenticate(self, request: Request) -> tuple[Any, Token] | None:
-        self._read_only = request.method in SAFE_METHODS
+        view = (getattr(request, "parser_context", None) or {}).get("view")
+        self._from_memo = request.method in SAFE_METHODS or getattr(
+            view, "user_memo_on_writes", False
+        )
         return super().authenticate(request)
 
     def get_user(self, validated_token: Token) -> Any:
@@ -104,7 +106,7 @@ class JWTAuthentication(BaseJWTAuthentication):
             raise InvalidToken(
                 "Token contained no recognizable user identification"
             ) from exc
-        if self.memo_writes or getattr(self, "_read_only", False):
+        if getattr(self, "_from_memo", False):
             kept = _active_users.get(
                 user_id, functools.partial(_current_active_user, user_id)
             )
@@ -119,20 +121,7 @@ class JWTAuthentication(BaseJWTAuthentication):
         return user
 
 
-class ReferencingJWTAuthentication(JWTAuthentication):
-    """JWTAuthentication for views whose writes only refer to the caller.
-
-    Product writes read the caller's id and staff flag and never save the
-    user, so they take it from the memo as reads do: as fresh (a deactivation
-    takes effect on the caller's next request in every process), without the
-    query.
-    """
-
-    memo_writes = True
-
-
 class JWTScheme(SimpleJWTScheme):
     """Describe JWTAuthentication as a bearer scheme in the OpenAPI schema."""
 
     target_class = "accounts.api.authentication.JWTAuthentication"
-    match_subclasses = True

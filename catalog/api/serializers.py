@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -103,9 +104,9 @@ class ProductSerializer(serializers.ModelSerializer[Product]):
 _PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_DECIMAL_PLACES)
 
 
-def _iso_datetime(value: Any) -> str:
+def _iso_datetime(value: Any, zone: tzinfo) -> str:
     # DRF's DateTimeField: the current time zone, ISO 8601, "Z" for UTC.
-    text = timezone.localtime(value).isoformat()
+    text = value.astimezone(zone).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
@@ -134,13 +135,24 @@ def product_representation(product: Product) -> dict[str, Any]:
     )
 
 
-def product_row_representation(row: Sequence[Any]) -> dict[str, Any]:
+def product_rows_representation(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Return products' ``API_VALUES`` *rows* as ProductSerializer declares them."""
+    # The current time zone once per page, not twice per row.
+    zone = timezone.get_current_timezone()
+    return [product_row_representation(row, zone) for row in rows]
+
+
+def product_row_representation(
+    row: Sequence[Any], zone: tzinfo | None = None
+) -> dict[str, Any]:
     """Return a product's ``API_VALUES`` *row* as ProductSerializer declares it.
 
     Built directly: DRF's per-field machinery (attribute lookup, nested
     serializers, ordered dicts) cost more than the database read on an
     uncached product page. A test compares both with the declared fields.
+    *zone* is the current time zone (looked up when not given).
     """
+    zone = zone or timezone.get_current_timezone()
     (pk, sku, name, slug, description, price, stock, is_active, created_at,
      updated_at, category_id, category_name, category_slug, owner_id,
      owner_username) = row  # fmt: skip
@@ -157,8 +169,8 @@ def product_row_representation(row: Sequence[Any]) -> dict[str, Any]:
         "is_active": is_active,
         "category": {"id": category_id, "name": category_name, "slug": category_slug},
         "owner": {"id": owner_id, "username": owner_username},
-        "created_at": _iso_datetime(created_at),
-        "updated_at": _iso_datetime(updated_at),
+        "created_at": _iso_datetime(created_at, zone),
+        "updated_at": _iso_datetime(updated_at, zone),
     }
 
 

@@ -18,7 +18,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
-from accounts.api.authentication import ReferencingJWTAuthentication
 from catalog.api.permissions import IsOwnerOrStaff, IsStaffOrReadOnly
 from catalog.api.serializers import (
     BulkCreateResultSerializer,
@@ -31,6 +30,7 @@ from catalog.api.serializers import (
     ProductWriteSerializer,
     product_representation,
     product_row_representation,
+    product_rows_representation,
 )
 from catalog.filtersets import DEFAULT_ORDERING, ProductFilterSet
 from catalog.invalidation import (
@@ -186,7 +186,8 @@ class ProductViewSet(
 ):
     """Products: public read, owner-or-staff write, staff bulk writes."""
 
-    authentication_classes = [ReferencingJWTAuthentication]
+    # Writes only refer to their caller (owner id, staff flag), never save it.
+    user_memo_on_writes = True
     permission_classes = [permissions.IsAuthenticatedOrReadOnly, IsOwnerOrStaff]
     filterset_class = ProductFilterSet
     pagination_class = LimitOffsetOrCursorPagination
@@ -218,9 +219,7 @@ class ProductViewSet(
         # joins); page_rows then reads the page's flat values.
         queryset = self.filter_queryset(self.get_queryset()).select_related(None)
         rows = self.paginate_queryset(queryset.values("pk"))
-        return self.get_paginated_response(
-            [product_row_representation(row) for row in rows]
-        )
+        return self.get_paginated_response(product_rows_representation(rows))
 
     def page_rows(self, page: QuerySet) -> QuerySet:
         """Return the API values of the products of one offset *page*.

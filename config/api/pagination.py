@@ -18,6 +18,7 @@ from collections import OrderedDict
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from django.db.models import Q, QuerySet
 from rest_framework import pagination
@@ -118,11 +119,30 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
     def get_next_link(self) -> str | None:
         if not self.has_more:
             return None
-        url = self.request.build_absolute_uri()
-        url = replace_query_param(url, self.limit_query_param, self.limit)
-        return replace_query_param(
-            url, self.offset_query_param, self.offset + self.limit
+        return self._link(self.offset + self.limit)
+
+    def get_previous_link(self) -> str | None:
+        if self.offset <= 0:
+            return None
+        return self._link(max(self.offset - self.limit, 0))
+
+    def _link(self, offset: int) -> str:
+        """Return this page's URL with ``limit`` and *offset* (none when 0) set.
+
+        What DRF's links are (its replace_query_param and remove_query_param,
+        query sorted by name), parsing the URL once rather than per parameter.
+        """
+        scheme, netloc, path, query, fragment = urlsplit(
+            self.request.build_absolute_uri()
         )
+        params = parse_qs(query, keep_blank_values=True)
+        params[self.limit_query_param] = [str(self.limit)]
+        if offset:
+            params[self.offset_query_param] = [str(offset)]
+        else:
+            params.pop(self.offset_query_param, None)
+        query = urlencode(sorted(params.items()), doseq=True)
+        return urlunsplit((scheme, netloc, path, query, fragment))
 
 
 def _encode_value(value: Any) -> Any:
