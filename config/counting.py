@@ -14,6 +14,9 @@ import json
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from django.core.paginator import Paginator
 from django.db import connections
@@ -50,13 +53,17 @@ def planned_row_count(queryset: QuerySet) -> int:
     An estimate is reused for PLAN_ESTIMATE_SECONDS per query and parameters.
     """
     sql, params = queryset.values("pk").query.sql_with_params()
-    key = (queryset.db, sql, repr(params))
+    return _planned_rows(sql, params, queryset.db)
+
+
+def _planned_rows(sql: str, params: Sequence[Any], using: str) -> int:
+    key = (using, sql, repr(params))
     now = time.monotonic()
     with _plan_estimates_lock:
         kept = _plan_estimates.get(key)
     if kept is not None and kept[0] > now:
         return kept[1]
-    with connections[queryset.db].cursor() as cursor:
+    with connections[using].cursor() as cursor:
         cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
         plan = cursor.fetchone()[0]
     if isinstance(plan, str):
@@ -70,19 +77,50 @@ def planned_row_count(queryset: QuerySet) -> int:
     return estimate
 
 
+@dataclass(frozen=True)
+class RowCount:
+    """count_rows' rule for one query, compiled once: ``run()`` it any number of times.
+
+    Compiling a QuerySet costs more CPU than running its count; a list whose
+    SQL does not change from one request to the next (``config.api.pagination``
+    keeps them) compiles it once.
+    """
+
+    model: type[Model]
+    filtered: bool  # a WHERE or DISTINCT: the table's estimate does not apply
+    sql: str  # SELECT of the matching primary keys, unordered
+    params: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, queryset: QuerySet) -> RowCount:
+        """Compile *queryset*'s count."""
+        queryset = queryset.order_by()
+        sql, params = queryset.values("pk").query.sql_with_params()
+        filtered = bool(queryset.query.where or queryset.query.distinct)
+        return cls(queryset.model, filtered, sql, tuple(params))
+
+    def run(self, using: str) -> int:
+        """Return the count: exact up to COUNT_EXACT_UP_TO, else estimated."""
+        limit = COUNT_EXACT_UP_TO
+        if not self.filtered:
+            # The table's own estimate costs no scan: trust it when it is big.
+            estimate = estimated_row_count(self.model, using)
+            if estimate > limit:
+                return estimate
+        with connections[using].cursor() as cursor:
+            cursor.execute(
+                f"SELECT COUNT(*) FROM ({self.sql} LIMIT {limit + 1}) capped",  # noqa: S608 - compiled by the ORM
+                self.params,
+            )
+            exact = cursor.fetchone()[0]
+        if exact <= limit:
+            return exact
+        return max(_planned_rows(self.sql, self.params, using), exact)
+
+
 def count_rows(queryset: QuerySet) -> int:
     """Return *queryset*'s row count: exact up to COUNT_EXACT_UP_TO, else estimated."""
-    queryset = queryset.order_by()
-    limit = COUNT_EXACT_UP_TO
-    if not queryset.query.where and not queryset.query.distinct:
-        # The table's own estimate costs no scan: trust it when it is big.
-        estimate = estimated_row_count(queryset.model, queryset.db)
-        if estimate > limit:
-            return estimate
-    exact = queryset.values("pk")[: limit + 1].count()
-    if exact <= limit:
-        return exact
-    return max(planned_row_count(queryset), exact)
+    return RowCount.of(queryset).run(queryset.db)
 
 
 def count_rows_sql(rows: str, estimate: str) -> str:

@@ -215,11 +215,36 @@ class ProductViewSet(
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         if KeysetCursorPagination.cursor_query_param in request.query_params:
             return super().list(request, *args, **kwargs)  # keyed on instances
-        # Offset pages count and skip rows of the product table alone (no
-        # joins); page_rows then reads the page's flat values.
-        queryset = self.filter_queryset(self.get_queryset()).select_related(None)
-        rows = self.paginate_queryset(queryset.values("pk"))
+
+        def offset_pages() -> QuerySet:
+            # Offset pages count and skip rows of the product table alone (no
+            # joins); page_rows then reads the page's flat values.
+            queryset = self.filter_queryset(self.get_queryset())
+            return queryset.select_related(None).values("pk")
+
+        key = self.list_key(request)
+        if key is None:
+            rows = self.paginate_queryset(offset_pages())
+        else:
+            rows = self.paginator.paginate_prepared(key, offset_pages, request, self)
         return self.get_paginated_response(product_rows_representation(rows))
+
+    def list_key(self, request: Request) -> tuple | None:
+        """Return what the SQL of this list depends on (None: compile it anew).
+
+        Who asks (staff see inactive products) and the filters sent; nothing
+        else in the query string reaches the SQL. Searches are compiled per
+        request (see PreparedList).
+        """
+        params = request.query_params
+        if "search" in params:
+            return None
+        filters = tuple(
+            (name, tuple(params.getlist(name)))
+            for name in ProductFilterSet.base_filters
+            if name in params
+        )
+        return (self.cache_audience(request), filters)
 
     def page_rows(self, page: QuerySet) -> QuerySet:
         """Return the API values of the products of one offset *page*.

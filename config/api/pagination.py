@@ -14,20 +14,25 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from django.db.models import Q, QuerySet
+from django.db import connections, router
+from django.db.models import Model, Q, QuerySet
 from rest_framework import pagination
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
-from config.counting import count_rows
+from config.counting import RowCount, count_rows
 
 
 def query_int(request: Request, name: str, *, default: int, minimum: int) -> int:
@@ -44,6 +49,100 @@ def query_int(request: Request, name: str, *, default: int, minimum: int) -> int
             {name: [f"Expected a whole number of at least {minimum}."]}
         )
     return int(raw) if len(raw) <= 18 else 10**18
+
+
+# The offset and limit a list's page is compiled with: Django writes them
+# into the SQL as literals, which PreparedList turns into parameters.
+_COMPILED_OFFSET = 777_777_771
+_COMPILED_LIMIT = 888_888_883
+_PLACEHOLDER = re.compile(r"%%|%s")
+
+
+@dataclass(frozen=True)
+class PreparedList:
+    """A list's page and count SQL, compiled once: only LIMIT and OFFSET vary.
+
+    Building and compiling a page's QuerySets (the page, its deferred join,
+    the count) cost several times the CPU of running them; a list's SQL
+    depends on its filters and audience only, so it is compiled once per
+    such key (``paginate_prepared``), as ``ProductQuerySet.api_row`` does
+    for one product.
+    """
+
+    model: type[Model]
+    page_sql: str  # with "LIMIT %s OFFSET %s" where the page's slice was
+    page_params: tuple[Any, ...]
+    slice_at: int  # the index in page_params where LIMIT and OFFSET go
+    count: RowCount
+
+    @classmethod
+    def compile(
+        cls, queryset: QuerySet, page_rows: Callable[[QuerySet], QuerySet]
+    ) -> PreparedList | None:
+        """Compile *queryset*'s page (read by *page_rows*) and count; None if unfit.
+
+        Lists ordered by expressions (a search) are not compiled: their
+        page SQL selects more than the page's values.
+        """
+        if queryset.query.annotations:
+            return None
+        page = page_rows(
+            queryset[_COMPILED_OFFSET : _COMPILED_OFFSET + _COMPILED_LIMIT]
+        )
+        sql, params = page.query.sql_with_params()
+        marker = f"LIMIT {_COMPILED_LIMIT} OFFSET {_COMPILED_OFFSET}"
+        if sql.count(marker) != 1:
+            return None
+        head, tail = sql.split(marker)
+        slice_at = sum(1 for m in _PLACEHOLDER.findall(head) if m == "%s")
+        return cls(
+            model=queryset.model,
+            page_sql=f"{head}LIMIT %s OFFSET %s{tail}",
+            page_params=tuple(params),
+            slice_at=slice_at,
+            count=RowCount.of(queryset),
+        )
+
+    def page(self, limit: int, offset: int, using: str) -> list[tuple]:
+        """Return the rows of the page of *limit* rows from *offset*."""
+        params = (
+            *self.page_params[: self.slice_at],
+            limit,
+            offset,
+            *self.page_params[self.slice_at :],
+        )
+        with connections[using].cursor() as cursor:
+            cursor.execute(self.page_sql, params)
+            return cursor.fetchall()
+
+
+class _PreparedLists:
+    """The PreparedLists of this process, least recently used dropped first."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._entries: OrderedDict[Hashable, PreparedList] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> PreparedList | None:
+        with self._lock:
+            prepared = self._entries.get(key)
+            if prepared is not None:
+                self._entries.move_to_end(key)
+            return prepared
+
+    def put(self, key: Hashable, prepared: PreparedList) -> None:
+        with self._lock:
+            self._entries[key] = prepared
+            while len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_prepared_lists = _PreparedLists(maxsize=512)
 
 
 class LimitOffsetPagination(pagination.LimitOffsetPagination):
@@ -65,31 +164,69 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
     def paginate_queryset(
         self, queryset: QuerySet | list, request: Request, view: Any = None
     ) -> list | None:
+        if not self._read_page(request):
+            return None
+        page = queryset[self.offset : self.offset + self.limit + 1]
+        # A view may read the page's columns in a second step (page_rows): the
+        # skipped rows are then walked on an index alone, without their joins.
+        page_rows = getattr(view, "page_rows", None)
+        rows = list(page if page_rows is None else page_rows(page))
+        return self._finish(rows, lambda: self.get_count(queryset))
+
+    def paginate_prepared(
+        self,
+        key: Hashable,
+        build: Callable[[], QuerySet],
+        request: Request,
+        view: Any,
+    ) -> list | None:
+        """Paginate the QuerySet *build* returns, compiled once per *key*.
+
+        *key* names everything the list's SQL depends on (who asks, which
+        filters): the SQL compiled for it is kept (``PreparedList``) and later
+        requests run it with their own LIMIT and OFFSET, without building or
+        compiling a QuerySet. The view's ``page_rows`` must return a
+        ``values_list`` (rows are read as the database returns them).
+        """
+        if not self._read_page(request):
+            return None
+        prepared = _prepared_lists.get(key)
+        if prepared is None:
+            queryset = build()
+            prepared = PreparedList.compile(queryset, view.page_rows)
+            if prepared is None:
+                return self.paginate_queryset(queryset, request, view)
+            _prepared_lists.put(key, prepared)
+        using = router.db_for_read(prepared.model)
+        rows = prepared.page(self.limit + 1, self.offset, using)
+        return self._finish(rows, lambda: prepared.count.run(using))
+
+    def _read_page(self, request: Request) -> bool:
+        """Read limit and offset (400 beyond max_offset); False: not paginated."""
         self.request = request
         self.limit = self.get_limit(request)
         if self.limit is None:
-            return None
+            return False
         self.offset = self.get_offset(request)
         if self.offset > self.max_offset:
             message = f"Offsets above {self.max_offset} are not served."
             raise ValidationError(
                 {self.offset_query_param: [message + self.deep_paging_hint]}
             )
-        page = queryset[self.offset : self.offset + self.limit + 1]
-        # A view may read the page's columns in a second step (page_rows): the
-        # skipped rows are then walked on an index alone, without their joins.
-        page_rows = getattr(view, "page_rows", None)
-        rows = list(page if page_rows is None else page_rows(page))
+        return True
+
+    def _finish(self, rows: list, count: Callable[[], int]) -> list:
+        """Return the page of *rows* (read one past it); set has_more and count."""
         self.has_more = len(rows) > self.limit
         rows = rows[: self.limit]
         seen = self.offset + len(rows)
-        count = self.get_count(queryset)
+        total = count()
         if self.has_more:
-            self.count = max(count, seen + 1)
+            self.count = max(total, seen + 1)
         elif rows or not self.offset:
             self.count = seen
         else:
-            self.count = count
+            self.count = total
         return rows
 
     def get_limit(self, request: Request) -> int:
@@ -324,6 +461,16 @@ class LimitOffsetOrCursorPagination(pagination.BasePagination):
         if self.cursor.cursor_query_param in request.query_params:
             self.active = self.cursor
         return self.active.paginate_queryset(queryset, request, view)
+
+    def paginate_prepared(
+        self,
+        key: Hashable,
+        build: Callable[[], QuerySet],
+        request: Request,
+        view: Any,
+    ) -> list | None:
+        """Offset pages of a list compiled once per *key* (LimitOffsetPagination's)."""
+        return self.offset.paginate_prepared(key, build, request, view)
 
     def get_paginated_response(self, data: Any) -> Response:
         return self.active.get_paginated_response(data)

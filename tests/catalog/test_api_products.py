@@ -19,11 +19,14 @@ from catalog.api.serializers import (
     product_representation,
     product_row_representation,
 )
+from catalog.api.views import ProductViewSet
 from catalog.filtersets import MSG_NOT_A_BOOLEAN
 from catalog.models import Category, Product
 from catalog.services import product_create, product_update, products_set_active
 from catalog.validation import clean_product
 from config import counting
+from config.api import pagination
+from config.api.pagination import PreparedList
 from tests.factories import CategoryFactory, ProductFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -103,6 +106,77 @@ def test_offset_pages_follow_the_ordering_across_pages(api_client, ordering):
     ]
     assert [pk for page in pages for pk in page] == whole
     assert len(whole) == 9
+
+
+LIST_SHAPES = [
+    {},
+    {"ordering": "price"},
+    {"ordering": "-name", "in_stock": "true"},
+    {"min_price": "11", "max_price": "12.5"},
+    {"in_stock": "false", "ordering": "-created_at"},
+    {"category": "SLUG"},
+    {"is_active": "false"},
+]
+
+
+@pytest.mark.parametrize("shape", LIST_SHAPES)
+@pytest.mark.parametrize("staff", [False, True], ids=["public", "staff"])
+def test_prepared_list_pages_match_the_compiled_queryset(
+    api_client, auth_client, staff_user, monkeypatch, shape, staff
+):
+    category = CategoryFactory(slug="tools")
+    for i in range(13):
+        ProductFactory(
+            category=category if i % 2 else CategoryFactory(),
+            price=Decimal(10 + i % 4),
+            stock=i % 3,
+            is_active=i % 5 != 0,
+        )
+    client = auth_client(staff_user) if staff else api_client
+    params = {k: "tools" if v == "SLUG" else v for k, v in shape.items()}
+
+    def pages(tag: str) -> list[dict]:
+        # A parameter no filter reads keeps each response out of the cache.
+        return [
+            client.get(LIST, {**params, "limit": 4, "offset": offset, "n": tag}).json()
+            for offset in (0, 4, 8, 12, 40)
+        ]
+
+    prepared = pages("prepared")
+    again = pages("again")  # from the PreparedList compiled by the first
+    monkeypatch.setattr(ProductViewSet, "list_key", lambda self, request: None)
+    compiled = pages("compiled")
+
+    def without_links(page: dict) -> dict:
+        return {k: v for k, v in page.items() if k not in ("next", "previous")}
+
+    assert [without_links(p) for p in prepared] == [without_links(p) for p in compiled]
+    assert [without_links(p) for p in again] == [without_links(p) for p in prepared]
+    assert any(p["results"] for p in prepared)
+
+
+def test_a_list_is_compiled_once_per_filters_and_audience(
+    api_client, auth_client, staff_user, monkeypatch, django_assert_num_queries
+):
+    ProductFactory.create_batch(3)
+    compiled = []
+    real = PreparedList.compile
+
+    def counting(*args, **kwargs):
+        compiled.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(PreparedList, "compile", counting)
+    pagination._prepared_lists.clear()
+    for offset in (0, 1, 2):
+        api_client.get(LIST, {"limit": 1, "offset": offset, "ordering": "price"})
+    assert len(compiled) == 1
+    # Staff see inactive products: their own SQL.
+    auth_client(staff_user).get(LIST, {"limit": 1, "ordering": "price"})
+    assert len(compiled) == 2
+    # Still the page and the capped COUNT, nothing else.
+    with django_assert_num_queries(2):
+        api_client.get(LIST, {"limit": 2, "offset": 1, "ordering": "price"})
 
 
 def test_authenticated_list_adds_only_the_user_lookup(
