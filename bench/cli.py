@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 import time
 import traceback
@@ -253,6 +254,9 @@ def _guard(h: Harness, args: argparse.Namespace, name: str, step: Step) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table; return the exit status."""
     args = parse_args(argv)
+    # A terminated run unwinds like Ctrl-C: its servers and wrk are stopped
+    # (they would go on serving and loading the machine) and its data restored.
+    signal.signal(signal.SIGTERM, _interrupt)
     ensure_wrk()
     if args.groups == ["cluster"]:
         return _run_cluster_only(args, argv)
@@ -275,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args, argv, stack)
     finally:
         lock.close()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def server_configs(args: argparse.Namespace) -> dict[str, ServerConfig]:
