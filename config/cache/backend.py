@@ -207,6 +207,23 @@ class FailOpenRedisCache(RedisCache):
             if value is not None
         }
 
+    @_fail_open(False)
+    def set_many_expiring(self, entries: dict[str, tuple[Any, int | None]]) -> bool:
+        """Set each key of *entries* to (value, timeout in s or None) in one MULTI.
+
+        ``set_many`` takes one timeout for all its keys: keys with different
+        timeouts would take one round trip each.
+        """
+        names = [self.make_key(key) for key in entries]
+        pipe = self.client.get_client(write=True).pipeline(transaction=True)
+        for name, (value, timeout) in zip(names, entries.values(), strict=True):
+            pipe.set(name, self.client.encode(value), ex=timeout)
+        try:
+            pipe.execute()
+        finally:
+            registry.forget(names)
+        return True
+
     def reader(self) -> TrackedReader:
         """Return this thread's reader (made on first use, and again after a fork)."""
         reader = getattr(self._readers, "reader", None)

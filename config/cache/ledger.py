@@ -2,7 +2,9 @@
 
 A bump asked for inside a transaction is written to PostgreSQL
 (``config.models.CacheBump``) in that same transaction and delivered to
-Redis after commit; its row is deleted once Redis has it. A bump Redis
+Redis after commit; its row is deleted once Redis has it, in batches (up to
+``FORGET_BATCH`` rows, at most ``FORGET_AFTER`` seconds after delivery: one
+DELETE per batch rather than one more transaction per write). A bump Redis
 missed (paused, unreachable, restarting) stays recorded, and is replayed:
 
 - by the process that missed it, on its next cache use after
@@ -34,6 +36,12 @@ logger = logging.getLogger("config.cache")
 # EVERY_OBJECT one (see ``compact``), so a replay stays one small write.
 MAX_NAMES = 1_000
 REPLAY_BATCH = 500
+# Delivered rows are deleted together: this many, or this long after the
+# first was delivered. A poll deletes this process's delivered rows before it
+# reads the table; one of another process's still waiting there is replayed
+# once more (a bump repeated within a second, harmless).
+FORGET_BATCH = 100
+FORGET_AFTER = 1.0
 
 
 def _table() -> str:
@@ -74,6 +82,8 @@ class BumpLedger:
         self._owed_rows = False  # ... and recorded it in PostgreSQL
         self._next = 0.0  # monotonic time of the next catch-up
         self._started = False
+        self._delivered: dict[str, list[int]] = {}  # rows to delete, by alias
+        self._forget_by = float("inf")  # monotonic time of the next deletion
 
     @property
     def owed(self) -> bool:
@@ -114,7 +124,7 @@ class BumpLedger:
             delivered = False
         if delivered:
             if row is not None:
-                self._forget([row], using=using)
+                self._delivered_row(row, using or "default")
             return True
         if row is None:
             self._keep(names, using=using)
@@ -133,6 +143,8 @@ class BumpLedger:
             if not self._owed:
                 self._next = time.monotonic() + self._poll_interval()
                 return
+        # This process's delivered rows first: they must not be replayed.
+        self.forget_delivered(force=True)
         with self._lock:
             if not force and time.monotonic() < self._next:
                 return
@@ -175,6 +187,7 @@ class BumpLedger:
 
         Management commands call it before they exit (``manage.py``).
         """
+        self.forget_delivered(force=True)
         deadline = time.monotonic() + wait
         while self._owed:
             self.catch_up(force=True)
@@ -200,6 +213,8 @@ class BumpLedger:
             self._memory.clear()
             self._owed = self._owed_rows = self._started = False
             self._next = 0.0
+            self._delivered.clear()
+            self._forget_by = float("inf")
 
     def _poll_interval(self) -> float:
         poll = float(getattr(settings, "CACHE_LEDGER_POLL", 5.0))
@@ -235,6 +250,31 @@ class BumpLedger:
         except (DatabaseError, RuntimeError):
             with self._lock:
                 self._memory = compact(self._memory | set(names), self._every)
+
+    def _delivered_row(self, row: int, using: str) -> None:
+        with self._lock:
+            self._delivered.setdefault(using, []).append(row)
+            if self._forget_by == float("inf"):
+                self._forget_by = time.monotonic() + FORGET_AFTER
+            due = sum(map(len, self._delivered.values())) >= FORGET_BATCH
+        self.forget_delivered(force=due)
+
+    def forget_delivered(self, *, force: bool = False) -> None:
+        """Delete the rows this process delivered, when a batch is due (or *force*)."""
+        if not force and time.monotonic() < self._forget_by:
+            return
+        with self._lock:
+            batches = [
+                (alias, rows)
+                for alias, rows in self._delivered.items()
+                if rows and not connections[alias].in_atomic_block
+            ]
+            for alias, _ in batches:
+                del self._delivered[alias]
+            if not any(self._delivered.values()):
+                self._forget_by = float("inf")
+        for alias, rows in batches:
+            self._forget(rows, using=alias)
 
     def _forget(self, rows: list[int], *, using: str | None) -> None:
         """Delete delivered rows (a row left behind costs one more bump later)."""

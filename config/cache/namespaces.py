@@ -70,14 +70,15 @@ def _version_timeout(name: str) -> int | None:
 
 def _set_versions(names: Iterable[str]) -> bool:
     """Give each namespace of *names* a new version; return whether Redis failed."""
-    by_timeout: dict[int | None, dict[str, str]] = {}
-    for name in names:
-        by_timeout.setdefault(_version_timeout(name), {})[_version_key(name)] = (
-            _new_version()
-        )
+    entries = {
+        _version_key(name): (_new_version(), _version_timeout(name)) for name in names
+    }
+    if hasattr(cache, "set_many_expiring"):
+        cache.set_many_expiring(entries)
+        return last_operation_failed()
     failed = False
-    for timeout, versions in by_timeout.items():
-        cache.set_many(versions, timeout)
+    for version_key, (version, timeout) in entries.items():
+        cache.set(version_key, version, timeout)
         failed = failed or last_operation_failed()
     return failed
 

@@ -14,10 +14,19 @@ from decimal import Decimal
 import pytest
 import redis
 from django.conf import settings as django_settings
+from django.db import transaction
 from django.urls import reverse
 from rest_framework.test import APIClient
 
 from catalog.models import Product
+from config.cache import ledger as ledger_module
+from config.cache.namespaces import (
+    NAMESPACE_PRODUCTS,
+    bump_on_commit,
+    ledger,
+    namespace_versions,
+)
+from config.models import CacheBump
 from tests.factories import ProductFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -197,3 +206,47 @@ def test_an_api_write_while_redis_is_down_is_not_undone_by_its_aof(
     done = operator("shell", "-c", read)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == ["MISS", NEW_PRICE]
+
+
+def _bumps() -> int:
+    return CacheBump.objects.count()
+
+
+def _versions_after_commit() -> dict[str, str] | None:
+    with transaction.atomic():
+        bump_on_commit(NAMESPACE_PRODUCTS)
+    return namespace_versions(NAMESPACE_PRODUCTS)
+
+
+def test_delivered_bumps_are_deleted_in_batches_and_not_replayed(
+    redis_server, monkeypatch
+):
+    # Delivered at commit; the row waits for its batch.
+    delivered = _versions_after_commit()
+    assert _bumps() == 1
+    # A poll deletes this process's delivered rows before it reads the table:
+    # nothing is bumped again.
+    ledger.catch_up(force=True)
+    assert _bumps() == 0
+    assert namespace_versions(NAMESPACE_PRODUCTS) == delivered
+
+    monkeypatch.setattr(ledger_module, "FORGET_BATCH", 3)
+    _versions_after_commit()
+    _versions_after_commit()
+    assert _bumps() == 2
+    _versions_after_commit()  # the third makes a batch
+    assert _bumps() == 0
+
+    monkeypatch.setattr(ledger_module, "FORGET_AFTER", 0.0)
+    _versions_after_commit()
+    _versions_after_commit()  # the first one's batch is due by now
+    assert _bumps() == 0
+
+
+def test_a_command_deletes_its_delivered_bumps_before_it_exits(redis_server):
+    _versions_after_commit()
+    assert _bumps() == 1
+
+    assert ledger.finish(wait=1.0) is None
+
+    assert _bumps() == 0
