@@ -230,6 +230,13 @@ class ProductWriteSerializer(serializers.Serializer):
             cleaned["category"] = category
         return cleaned
 
+    def run_validators(self, value: Any) -> None:
+        # No validator is declared on the serializer: DRF would still build
+        # every field (a deep copy of the declared ones) to merge read-only
+        # defaults for them, which to_internal_value never needs.
+        if self.validators:
+            super().run_validators(value)
+
 
 class ProductBulkUpdateItemSerializer(ProductWriteSerializer):
     """One item of a bulk update: the product id and only the fields to change."""
