@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django_prometheus.cache.backends.redis import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -156,6 +157,11 @@ def _forgetting(method: Callable) -> Callable:
     return wrapper
 
 
+_slow_set = _forgetting(RedisCache.set)
+_slow_add = _forgetting(RedisCache.add)
+_slow_delete = _forgetting(RedisCache.delete)
+
+
 class FailOpenRedisCache(RedisCache):
     """django-redis cache whose failures are logged sparsely, counted and never raised.
 
@@ -215,14 +221,62 @@ class FailOpenRedisCache(RedisCache):
         timeouts would take one round trip each.
         """
         names = [self.make_key(key) for key in entries]
-        pipe = self.client.get_client(write=True).pipeline(transaction=True)
+        commands: list[tuple[Any, ...]] = [("MULTI",)]
         for name, (value, timeout) in zip(names, entries.values(), strict=True):
-            pipe.set(name, self.client.encode(value), ex=timeout)
+            expiry = () if timeout is None else ("EX", int(timeout))
+            commands.append(("SET", name, self.client.encode(value), *expiry))
+        commands.append(("EXEC",))
         try:
-            pipe.execute()
+            if self._fast_writes():
+                self._execute(commands)
+            else:
+                pipe = self.client.get_client(write=True).pipeline(transaction=True)
+                for command in commands[1:-1]:
+                    pipe.execute_command(*command)
+                pipe.execute()
         finally:
             registry.forget(names)
         return True
+
+    def _fast_writes(self) -> bool:
+        """Return whether this thread's connection is on the server writes go to."""
+        fast = getattr(self, "_writes_on_reader", None)
+        if fast is None:
+            write = self.client.get_client(write=True).connection_pool
+            read = self.client.get_client(write=False).connection_pool
+            fast = self._writes_on_reader = (
+                write.connection_kwargs == read.connection_kwargs
+            )
+        return fast
+
+    def _fast_writable(self, timeout: Any) -> bool:
+        # No timeout, or a positive one: django-redis turns the others into
+        # deletes or existence checks.
+        seconds = self.default_timeout if timeout is DEFAULT_TIMEOUT else timeout
+        return self._fast_writes() and (seconds is None or seconds > 0)
+
+    def _fast_set(self, key: str, value: Any, timeout: Any, *, nx: bool) -> bool:
+        seconds = self.default_timeout if timeout is DEFAULT_TIMEOUT else timeout
+        name = self.make_key(key)
+        command: tuple[Any, ...] = ("SET", name, self.client.encode(value))
+        if seconds is not None:
+            command += ("PX", int(seconds * 1000))
+        if nx:
+            command += ("NX",)
+        try:
+            (reply,) = self._execute([command])
+        finally:
+            registry.forget([name])
+        return reply is not None  # None: NX found the key
+
+    def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Run *commands* at once on this thread's connection; return the replies."""
+        reader = self.reader()
+        try:
+            return reader.execute(commands)
+        except RedisConnectionError:
+            # A socket that Redis closed while idle: once more, on a new one.
+            return reader.execute(commands)
 
     def reader(self) -> TrackedReader:
         """Return this thread's reader (made on first use, and again after a fork)."""
@@ -266,12 +320,51 @@ class FailOpenRedisCache(RedisCache):
         after the write is enough: when PING is answered, every reader's
         invalidation is on its way (on one host: in its socket).
         """
+        if self._fast_writes():
+            return self._execute([("PING",)])[0] in (b"PONG", "PONG", True)
         return bool(self.client.get_client(write=True).ping())
 
-    set = _fail_open(False)(_forgetting(RedisCache.set))
+    @_fail_open(False)
+    def set(
+        self,
+        key: str,
+        value: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        *args: Any,
+        **kw: Any,
+    ) -> bool:
+        """Set *key*; on this thread's connection unless options need django-redis."""
+        if args or kw or not self._fast_writable(timeout):
+            return _slow_set(self, key, value, timeout, *args, **kw)
+        return self._fast_set(key, value, timeout, nx=False)
+
+    @_fail_open(False)
+    def add(
+        self,
+        key: str,
+        value: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        *args: Any,
+        **kw: Any,
+    ) -> bool:
+        """Set *key* if absent; on this thread's connection, as ``set``."""
+        if args or kw or not self._fast_writable(timeout):
+            return _slow_add(self, key, value, timeout, *args, **kw)
+        return self._fast_set(key, value, timeout, nx=True)
+
+    @_fail_open(False)
+    def delete(self, key: str, *args: Any, **kw: Any) -> bool:
+        """Delete *key*; on this thread's connection, as ``set``."""
+        if args or kw or not self._fast_writes():
+            return _slow_delete(self, key, *args, **kw)
+        name = self.make_key(key)
+        try:
+            (deleted,) = self._execute([("DEL", name)])
+        finally:
+            registry.forget([name])
+        return bool(deleted)
+
     set_many = _fail_open([])(_forgetting(RedisCache.set_many))
-    add = _fail_open(False)(_forgetting(RedisCache.add))
-    delete = _fail_open(False)(_forgetting(RedisCache.delete))
     delete_many = _fail_open(0)(_forgetting(RedisCache.delete_many))
     has_key = _fail_open(False)(RedisCache.has_key)
     incr = _fail_open(None)(_forgetting(RedisCache.incr))

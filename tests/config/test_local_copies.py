@@ -306,3 +306,33 @@ def test_a_write_in_another_process_reaches_the_next_api_read(settings, database
     assert response.json()["name"] == "After"
     assert Product.objects.get(pk=product.pk).name == "After"
     assert namespace_versions(NAMESPACE_PRODUCTS) is not None
+
+
+def test_writes_on_the_thread_connection_keep_django_semantics(redis_server):
+    other = other_process(redis_server)
+    assert cache.set("k", {"v": 1}, 60) is True
+    assert pickle.loads(other.get(redis_name("k"))) == {"v": 1}  # noqa: S301 - ours
+    assert 59_000 <= other.pttl(redis_name("k")) <= 60_000
+    assert cache.set("forever", 1, None) is True
+    assert other.ttl(redis_name("forever")) == -1
+    assert other.get(redis_name("forever")) == b"1"  # ints as digits, as before
+
+    assert cache.add("k", "other", 60) is False
+    assert cache.add("fresh", "v", 60) is True
+    assert cache.get("fresh") == "v"
+
+    assert cache.delete("fresh") is True
+    assert cache.delete("fresh") is False
+    # A timeout of 0 deletes, as in django-redis (through it).
+    cache.set("k", "v", 0)
+    assert other.exists(redis_name("k")) == 0
+
+
+def test_a_write_after_redis_closed_the_connection_reconnects(redis_server):
+    assert cache.set("k", "v", 60) is True
+    other = other_process(redis_server)
+    other.client_kill_filter(_type="normal", skipme=True)
+
+    assert cache.set("k", "w", 60) is True
+    assert not last_operation_failed()
+    assert pickle.loads(other.get(redis_name("k"))) == "w"  # noqa: S301 - ours
