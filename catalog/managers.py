@@ -42,6 +42,9 @@ API_VALUES = (
 API_PRODUCT_COLUMNS = (*API_VALUES, "category", "owner")
 # The SQL of api_row() per database alias and visibility, compiled once.
 _API_ROW_SQL: dict[tuple[str, bool], tuple[str, tuple[Any, ...]]] = {}
+# The SQL of locked_for_write() per database alias and visibility, and the
+# columns it reads, compiled once.
+_LOCKED_SQL: dict[tuple[str, bool], tuple[str, tuple[Any, ...], tuple[str, ...]]] = {}
 # An id no product has: marks where the id goes among the compiled parameters.
 _PK_PLACEHOLDER = -7_319_017_541
 
@@ -152,6 +155,35 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
         with connections[db].cursor() as cursor:
             cursor.execute(sql, [pk if p == _PK_PLACEHOLDER else p for p in params])
             return cursor.fetchone()
+
+    def locked_for_write(self, pk: int, *, active_only: bool) -> Any:
+        """Return product *pk* with its row locked (FOR UPDATE), or None.
+
+        A write's read of the row it changes: its own columns only (the
+        caller attaches category and owner), compiled once per database alias
+        and visibility as api_row() is. Call it inside a transaction.
+        """
+        db = self.db
+        compiled = _LOCKED_SQL.get((db, active_only))
+        if compiled is None:
+            names = tuple(
+                field.attname
+                for field in self.model._meta.concrete_fields
+                if not isinstance(field, models.GeneratedField)
+            )
+            query = self.model._default_manager.db_manager(db).filter(
+                pk=_PK_PLACEHOLDER
+            )
+            if active_only:
+                query = query.active()
+            values = query.values_list(*names).select_for_update()
+            sql, params = values.query.get_compiler(db).as_sql()
+            compiled = _LOCKED_SQL[(db, active_only)] = (sql, tuple(params), names)
+        sql, params, names = compiled
+        with connections[db].cursor() as cursor:
+            cursor.execute(sql, [pk if p == _PK_PLACEHOLDER else p for p in params])
+            row = cursor.fetchone()
+        return None if row is None else self.model.from_db(db, names, row)
 
     def search(self, q: str) -> ProductQuerySet:
         """Return products whose name or description match *q*, or whose SKU starts so.

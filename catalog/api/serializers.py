@@ -184,6 +184,11 @@ def _category(pk: int) -> Category | None:
     return Category.objects.only("id", "name", "slug").filter(pk=pk).first()
 
 
+def known_category(pk: int) -> Category | None:
+    """Return category *pk* (id, name, slug) from this process's memo, or None."""
+    return _categories.get(pk, functools.partial(_category, pk))
+
+
 class ProductWriteSerializer(serializers.Serializer):
     """A product as written: the category by id; the rules of catalog.validation.
 
@@ -222,7 +227,7 @@ class ProductWriteSerializer(serializers.Serializer):
             raise serializers.ValidationError(errors)
         if "category_id" in cleaned:
             pk = cleaned.pop("category_id")
-            category = _categories.get(pk, functools.partial(_category, pk))
+            category = known_category(pk)
             if category is None:
                 raise serializers.ValidationError(
                     {"category": [category_missing_message(pk)]}

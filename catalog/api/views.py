@@ -28,6 +28,7 @@ from catalog.api.serializers import (
     ProductBulkUpdateItemSerializer,
     ProductSerializer,
     ProductWriteSerializer,
+    known_category,
     product_representation,
     product_row_representation,
     product_rows_representation,
@@ -276,14 +277,38 @@ class ProductViewSet(
     def retrieve_representation(self) -> Any:
         # Reads of a product are open to all who may see it (the object
         # permissions only guard writes): no instance to check, one row.
-        pk = self.kwargs[self.lookup_field]
-        if not (pk.isascii() and pk.isdigit()) or len(pk) > 18:
-            raise Http404
         user = self.request.user
-        row = Product.objects.api_row(int(pk), active_only=not user.is_staff)
+        row = Product.objects.api_row(self.product_pk(), active_only=not user.is_staff)
         if row is None:
             raise Http404
         return product_row_representation(row)
+
+    def get_object(self) -> Any:
+        if self.action not in ("update", "partial_update", "destroy"):
+            return super().get_object()
+        # A write (ETagMixin runs it in a transaction) locks and reads the
+        # product's own row, compiled once; the category and owner its answer
+        # shows come from the memos, as for the caller and a new category.
+        user = self.request.user
+        product = Product.objects.locked_for_write(
+            self.product_pk(), active_only=not user.is_staff
+        )
+        if product is None:
+            raise Http404
+        self.check_object_permissions(self.request, product)
+        category = known_category(product.category_id)
+        if category is not None:
+            product.category = category
+        if product.owner_id == user.pk:
+            product.owner = user
+        return product
+
+    def product_pk(self) -> int:
+        """Return the product id of the URL (404 unless 1-18 ASCII digits)."""
+        pk = self.kwargs[self.lookup_field]
+        if not (pk.isascii() and pk.isdigit()) or len(pk) > 18:
+            raise Http404
+        return int(pk)
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)

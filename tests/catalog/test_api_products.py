@@ -9,6 +9,7 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework import serializers
@@ -714,6 +715,35 @@ def test_write_permission_matrix(api_client, auth_client, user, method, who, exp
     assert response.status_code == expected, response.content
     unchanged = Product.objects.filter(pk=product.pk, name="Original").exists()
     assert unchanged == (expected >= 400)
+
+
+@pytest.mark.parametrize("method", ["patch", "delete"])
+def test_an_owner_write_reads_only_the_locked_product_row(auth_client, user, method):
+    product = ProductFactory(owner=user)
+    client = auth_client(user)
+    # The caller and the category are kept by this process after one write.
+    assert client.patch(detail(product), {"stock": 2}, format="json").status_code == 200
+
+    with CaptureQueriesContext(connection) as captured:
+        response = getattr(client, method)(detail(product), {"stock": 3}, format="json")
+
+    assert response.status_code in (200, 204), response.content
+    reads = [q["sql"] for q in captured if q["sql"].startswith("SELECT")]
+    assert len(reads) == 1 and reads[0].endswith("FOR UPDATE")
+    assert "JOIN" not in reads[0]
+    if method == "patch":
+        body = response.json()
+        assert body["owner"] == {"id": user.pk, "username": user.username}
+        assert body["category"]["slug"] == product.category.slug
+
+
+def test_a_staff_write_shows_the_owner_it_did_not_sign_in_as(auth_client, user):
+    product = ProductFactory(owner=user)
+    response = auth_client(UserFactory(staff=True)).patch(
+        detail(product), {"stock": 3}, format="json"
+    )
+    assert response.status_code == 200
+    assert response.json()["owner"] == {"id": user.pk, "username": user.username}
 
 
 def test_patch_writes_only_sent_fields_and_returns_new_etag(
