@@ -187,8 +187,9 @@ class ProductViewSet(
 ):
     """Products: public read, owner-or-staff write, staff bulk writes."""
 
-    # Writes only refer to their caller (owner id, staff flag), never save it.
-    user_memo_on_writes = True
+    # Writes load their caller from PostgreSQL, not the user memo: a
+    # deactivation whose bump Redis missed must stop them at once (the memo
+    # would trust the old "users" version until this worker's ledger poll).
     permission_classes = [permissions.IsAuthenticatedOrReadOnly, IsOwnerOrStaff]
     filterset_class = ProductFilterSet
     pagination_class = LimitOffsetOrCursorPagination

@@ -729,7 +729,10 @@ def test_an_owner_write_reads_only_the_locked_product_row(auth_client, user, met
 
     assert response.status_code in (200, 204), response.content
     reads = [q["sql"] for q in captured if q["sql"].startswith("SELECT")]
-    assert len(reads) == 1 and reads[0].endswith("FOR UPDATE")
+    # The caller's probe (writes load it from PostgreSQL), then the product.
+    assert len(reads) == 2 and '"accounts_user"' in reads[0]
+    reads = reads[1:]
+    assert reads[0].endswith("FOR UPDATE")
     assert "JOIN" not in reads[0]
     if method == "patch":
         body = response.json()

@@ -250,3 +250,30 @@ def test_a_command_deletes_its_delivered_bumps_before_it_exits(redis_server):
     assert ledger.finish(wait=1.0) is None
 
     assert _bumps() == 0
+
+
+def test_a_user_deactivated_while_redis_misses_the_bump_cannot_write(
+    operator, redis_server, settings, auth_client, user
+):
+    # Until this worker's next poll of the ledger, the "users" version in
+    # Redis is the one it memoised the user under: only PostgreSQL knows.
+    settings.CACHE_LEDGER_POLL = 30
+    product = ProductFactory(owner=user)
+    url = reverse("api:product-detail", args=[product.pk])
+    client = auth_client(user)
+    assert client.patch(url, {"stock": 1}, format="json").status_code == 200
+    ends = pause(redis_server, 6000)
+
+    done = operator(
+        "shell",
+        "-c",
+        "from accounts.models import User;"
+        "from accounts.services import users_set_active;"
+        f"users_set_active(users=User.objects.filter(pk={user.pk}), active=False)",
+        CACHE_INVALIDATION_WAIT="0",
+    )
+    wait_until(ends)
+
+    assert done.returncode == 1, done.stderr  # the bump is recorded, not applied
+    assert client.patch(url, {"stock": 2}, format="json").status_code == 401
+    assert Product.objects.get(pk=product.pk).stock == 1
