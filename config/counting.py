@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Model, QuerySet
@@ -120,7 +121,11 @@ class RowCount:
 
 def count_rows(queryset: QuerySet) -> int:
     """Return *queryset*'s row count: exact up to COUNT_EXACT_UP_TO, else estimated."""
-    return RowCount.of(queryset).run(queryset.db)
+    try:
+        counted = RowCount.of(queryset)
+    except EmptyResultSet:
+        return 0  # no row can match (e.g. an id beyond bigint): no SQL to run
+    return counted.run(queryset.db)
 
 
 def count_rows_sql(rows: str, estimate: str) -> str:
