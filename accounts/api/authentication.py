@@ -84,19 +84,13 @@ class JWTAuthentication(BaseJWTAuthentication):
 
     Reads (GET, HEAD, OPTIONS) take the user from a per-process memo checked
     against the "users" namespace version (one Redis round trip, no query);
-    writes load it from PostgreSQL (they may save it: a copy from the memo
-    could carry fields older than the row), as does every request while
-    Redis is down. A view whose writes only refer to the caller (its id and
-    staff flag) and never save it sets ``user_memo_on_writes``: its writes
-    take the user from the memo too, as fresh (a deactivation takes effect
-    on the next request in every process) and without the query.
+    writes always load it from PostgreSQL, as does every request while Redis
+    is down: a write may save its user, and a deactivation whose bump Redis
+    missed must stop writes at once, not at the next ledger poll.
     """
 
     def authenticate(self, request: Request) -> tuple[Any, Token] | None:
-        view = (getattr(request, "parser_context", None) or {}).get("view")
-        self._from_memo = request.method in SAFE_METHODS or getattr(
-            view, "user_memo_on_writes", False
-        )
+        self._read_only = request.method in SAFE_METHODS
         return super().authenticate(request)
 
     def get_user(self, validated_token: Token) -> Any:
@@ -106,7 +100,7 @@ class JWTAuthentication(BaseJWTAuthentication):
             raise InvalidToken(
                 "Token contained no recognizable user identification"
             ) from exc
-        if getattr(self, "_from_memo", False):
+        if getattr(self, "_read_only", False):
             kept = _active_users.get(
                 user_id, functools.partial(_current_active_user, user_id)
             )

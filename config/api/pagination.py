@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connections, router
 from django.db.models import Model, Q, QuerySet
 from rest_framework import pagination
@@ -89,7 +90,12 @@ class PreparedList:
         page = page_rows(
             queryset[_COMPILED_OFFSET : _COMPILED_OFFSET + _COMPILED_LIMIT]
         )
-        sql, params = page.query.sql_with_params()
+        try:
+            sql, params = page.query.sql_with_params()
+            count = RowCount.of(queryset)
+        except EmptyResultSet:
+            return None  # no row can match: the QuerySet path answers that
+
         marker = f"LIMIT {_COMPILED_LIMIT} OFFSET {_COMPILED_OFFSET}"
         if sql.count(marker) != 1:
             return None
@@ -100,7 +106,7 @@ class PreparedList:
             page_sql=f"{head}LIMIT %s OFFSET %s{tail}",
             page_params=tuple(params),
             slice_at=slice_at,
-            count=RowCount.of(queryset),
+            count=count,
         )
 
     def page(self, limit: int, offset: int, using: str) -> list[tuple]:

@@ -250,10 +250,10 @@ class FailOpenRedisCache(RedisCache):
         return fast
 
     def _fast_writable(self, timeout: Any) -> bool:
-        # No timeout, or a positive one: django-redis turns the others into
-        # deletes or existence checks.
+        # No timeout, or one of a millisecond or more: django-redis turns the
+        # others into deletes or existence checks.
         seconds = self.default_timeout if timeout is DEFAULT_TIMEOUT else timeout
-        return self._fast_writes() and (seconds is None or seconds > 0)
+        return self._fast_writes() and (seconds is None or seconds >= 0.001)
 
     def _fast_set(self, key: str, value: Any, timeout: Any, *, nx: bool) -> bool:
         seconds = self.default_timeout if timeout is DEFAULT_TIMEOUT else timeout
@@ -276,6 +276,9 @@ class FailOpenRedisCache(RedisCache):
             return reader.execute(commands)
         except RedisConnectionError:
             # A socket that Redis closed while idle: once more, on a new one.
+            # (Should Redis have run the commands and the reply been lost, an
+            # add() repeated finds its own key: a lock then waits for its
+            # timeout, and its waiters compute after LOCK_WAIT_SECONDS.)
             return reader.execute(commands)
 
     def reader(self) -> TrackedReader:

@@ -308,7 +308,17 @@ def test_a_write_in_another_process_reaches_the_next_api_read(settings, database
     assert namespace_versions(NAMESPACE_PRODUCTS) is not None
 
 
-def test_writes_on_the_thread_connection_keep_django_semantics(redis_server):
+def test_writes_on_the_thread_connection_keep_django_semantics(
+    redis_server, monkeypatch
+):
+    backend = caches["default"]
+    assert backend._fast_writes()  # one server: reads and writes share it
+    backend.reader()  # this thread's connection, made from the pool's settings
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a plain write went through django-redis's pool")
+
+    monkeypatch.setattr(backend.client, "get_client", no_pool)
     other = other_process(redis_server)
     assert cache.set("k", {"v": 1}, 60) is True
     assert pickle.loads(other.get(redis_name("k"))) == {"v": 1}  # noqa: S301 - ours
@@ -319,13 +329,16 @@ def test_writes_on_the_thread_connection_keep_django_semantics(redis_server):
 
     assert cache.add("k", "other", 60) is False
     assert cache.add("fresh", "v", 60) is True
-    assert cache.get("fresh") == "v"
+    assert cache.get_many(["fresh"]) == {"fresh": "v"}
 
     assert cache.delete("fresh") is True
     assert cache.delete("fresh") is False
-    # A timeout of 0 deletes, as in django-redis (through it).
-    cache.set("k", "v", 0)
-    assert other.exists(redis_name("k")) == 0
+    monkeypatch.undo()
+    # Timeouts under a millisecond delete, as in django-redis (through it).
+    cache.set("k", "v", 0.0004)
+    cache.set("fresh", "v", 0)
+    assert other.exists(redis_name("k"), redis_name("fresh")) == 0
+    assert not last_operation_failed()
 
 
 def test_a_write_after_redis_closed_the_connection_reconnects(redis_server):
