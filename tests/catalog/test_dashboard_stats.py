@@ -248,6 +248,19 @@ def test_admin_import_seed_raw_sql_and_users_keep_the_figures_exact(
     assert_exact(staff)
 
 
+def test_deleting_an_emptied_category_and_users_keeps_the_figures_exact(staff):
+    doomed, kept = CategoryFactory(slug="doomed"), CategoryFactory(slug="kept")
+    products = ProductFactory.create_batch(3, category=doomed)
+    ProductFactory(category=kept)
+    ids = [p.pk for p in products]
+    assert staff.delete(BULK, {"ids": ids}, format="json").status_code == 200
+    detail = reverse("api:category-detail", args=[doomed.pk])
+    assert staff.delete(detail).status_code == 204
+    User.objects.filter(pk__in=[UserFactory().pk, UserFactory().pk]).delete()
+
+    assert_exact(staff)
+
+
 def test_other_low_stock_thresholds_are_counted_live(staff):
     from catalog.analytics import dashboard
 
