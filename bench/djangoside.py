@@ -5,8 +5,9 @@ and regular accounts; `python -m bench.djangoside row-by-row FILE N [--tail]`
 saves the first (or last) N rows of an export file with one `Product.save()`
 each, in autocommit (the baseline the importer is compared with);
 `mix-users N` creates the mix's N users and `mix-pool N RUN` gives them N more
-products for the mix's updates and deletes (bench/mix.py). Each prints one JSON
-line.
+products for the mix's updates and deletes (bench/mix.py); `create-cost N
+PREFIX` times N API creates in process (bench/stats_cost.py). Each prints one
+JSON line.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import csv
 import itertools
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -135,6 +137,46 @@ def row_by_row(path: str, limit: int, *, tail: bool = False) -> dict:
     return {"rows": saved, "seconds": time.perf_counter() - started}
 
 
+def create_cost(count: int, sku_prefix: str) -> dict:
+    """Create *count* products through the API in process; median CPU and wall ms."""
+    from django.test import Client
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from accounts.models import User
+    from bench.stack import BENCH_STAFF_EMAIL
+    from catalog.models import Category
+
+    staff = User.objects.get(email=BENCH_STAFF_EMAIL)
+    client = Client(
+        headers={"Authorization": f"Bearer {AccessToken.for_user(staff)}"},
+        HTTP_HOST="127.0.0.1",
+    )
+    category = Category.objects.order_by("pk").values_list("pk", flat=True)[0]
+    url = f"/{os.environ.get('API_PREFIX', '/api/v1').strip('/')}/products/"
+    run = os.urandom(3).hex().upper()
+    cpu, wall = [], []
+    for n in range(count):
+        body = {
+            "sku": f"{sku_prefix}{run}-{n}",
+            "name": "Stats cost probe",
+            "price": "9.99",
+            "stock": n % 20,
+            "category": category,
+        }
+        started_cpu, started = time.thread_time(), time.perf_counter()
+        response = client.post(url, body, content_type="application/json")
+        cpu.append(time.thread_time() - started_cpu)
+        wall.append(time.perf_counter() - started)
+        if response.status_code != 201:
+            raise RuntimeError(
+                f"create answered {response.status_code}: {response.content[:300]!r}"
+            )
+    return {
+        "cpu_ms": statistics.median(cpu) * 1000,
+        "wall_ms": statistics.median(wall) * 1000,
+    }
+
+
 def main(argv: list[str]) -> int:
     """Dispatch to the helper named by argv[0]."""
     import django
@@ -147,6 +189,8 @@ def main(argv: list[str]) -> int:
         result = mix_users(int(argv[1]))
     elif argv[0] == "mix-pool":
         result = mix_pool(int(argv[1]), argv[2])
+    elif argv[0] == "create-cost":
+        result = create_cost(int(argv[1]), argv[2])
     elif argv[0] == "row-by-row":
         result = row_by_row(argv[1], int(argv[2]), tail="--tail" in argv[3:])
     else:

@@ -135,3 +135,55 @@ class Product(models.Model):
         result = super().delete(*args, **kwargs)
         bump_on_commit(*product_writes(pks=[pk]), using=kwargs.get("using"))
         return result
+
+
+class CategoryStats(models.Model):
+    """A share of one category's dashboard sums, appended by database triggers.
+
+    Every statement that writes products adds one row per category it
+    changed (signed deltas; migration 0006 holds the triggers), and the
+    triggers fold the rows now and then, so a category's figures are the sums
+    of its rows: exact whatever the write path (ORM, COPY, raw SQL) and read
+    in a few rows however many products there are.
+    """
+
+    category = models.ForeignKey(
+        Category,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+    )
+    products = models.BigIntegerField(default=0)
+    active_products = models.BigIntegerField(default=0)
+    # Active products with stock <= LOW_STOCK_THRESHOLD (catalog.analytics).
+    low_stock_products = models.BigIntegerField(default=0)
+    price_sum = models.DecimalField(max_digits=30, decimal_places=2, default=0)
+    stock_value = models.DecimalField(max_digits=30, decimal_places=2, default=0)
+    stock_units = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "category stats"
+
+    def __str__(self) -> str:
+        return f"category {self.category_id}: {self.products:+d} products"
+
+
+class DayStats(models.Model):
+    """A share of a day's new products or users, appended by database triggers."""
+
+    class Subject(models.TextChoices):
+        PRODUCTS = "products"
+        USERS = "users"
+
+    subject = models.CharField(max_length=8, choices=Subject.choices)
+    # The UTC date of the rows' created_at.
+    day = models.DateField()
+    created = models.BigIntegerField(default=0)
+    active = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "day stats"
+
+    def __str__(self) -> str:
+        return f"{self.subject} {self.day}: {self.created:+d}"

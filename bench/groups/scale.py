@@ -90,7 +90,7 @@ def reads(runner: Harness) -> None:
             runner,
             "scale: dashboard uncached",
             [f"{api}/analytics/dashboard/"] * LONE,
-            1000,
+            30,
             runner.bearer("staff"),
         )
     finally:
