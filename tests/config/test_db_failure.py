@@ -162,7 +162,15 @@ def test_database_down_is_a_fast_503_and_service_recovers_without_restart(
     with app_server(env, tmp_path / "gunicorn.log") as url:
         for _ in range(4):
             assert http_get(f"{url}/admin/login/", SESSION)[0] == 200
-        assert http_get(f"{url}/readyz")[0] == 200
+        # Ready before the database goes: the probe's own checks (each with a
+        # sub-second budget) can miss one under a loaded machine, so it may
+        # take a few tries; the subject here is what follows.
+        ready = []
+        while ready[-1:] != [200]:
+            assert len(ready) < 20, ready
+            if ready:
+                time.sleep(0.5)
+            ready.append(http_get(f"{url}/readyz")[0])
 
         cluster.stop()
         try:
