@@ -337,9 +337,7 @@ class FailOpenRedisCache(RedisCache):
         **kw: Any,
     ) -> bool:
         """Set *key*; on this thread's connection unless options need django-redis."""
-        if args or kw or not self._fast_writable(timeout):
-            return _slow_set(self, key, value, timeout, *args, **kw)
-        return self._fast_set(key, value, timeout, nx=False)
+        return self._write(_slow_set, key, value, timeout, args, kw, nx=False)
 
     @_fail_open(False)
     def add(
@@ -351,9 +349,22 @@ class FailOpenRedisCache(RedisCache):
         **kw: Any,
     ) -> bool:
         """Set *key* if absent; on this thread's connection, as ``set``."""
+        return self._write(_slow_add, key, value, timeout, args, kw, nx=True)
+
+    def _write(
+        self,
+        slow: Callable[..., bool],
+        key: str,
+        value: Any,
+        timeout: Any,
+        args: tuple,
+        kw: dict,
+        *,
+        nx: bool,
+    ) -> bool:
         if args or kw or not self._fast_writable(timeout):
-            return _slow_add(self, key, value, timeout, *args, **kw)
-        return self._fast_set(key, value, timeout, nx=True)
+            return slow(self, key, value, timeout, *args, **kw)
+        return self._fast_set(key, value, timeout, nx=nx)
 
     @_fail_open(False)
     def delete(self, key: str, *args: Any, **kw: Any) -> bool:
