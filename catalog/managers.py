@@ -13,6 +13,7 @@ from django.utils import timezone
 from catalog.fields import PRODUCT_FIELDS
 from catalog.invalidation import CATEGORY_WRITES, product_writes
 from config.cache.namespaces import InvalidatingQuerySetMixin
+from config.compiled import CompiledRead, stored_attnames
 from config.counting import count_rows_sql, planned_row_count
 
 if TYPE_CHECKING:
@@ -40,15 +41,6 @@ API_VALUES = (
 # The same for for_api()'s model instances: only() also needs the two foreign
 # keys (the joined category and user rows are wide).
 API_PRODUCT_COLUMNS = (*API_VALUES, "category", "owner")
-# The SQL of api_row() per database alias and visibility, compiled once.
-_API_ROW_SQL: dict[tuple[str, bool], tuple[str, tuple[Any, ...]]] = {}
-# The SQL of locked_for_write() per database alias and visibility, and the
-# columns it reads, compiled once.
-_LOCKED_SQL: dict[tuple[str, bool], tuple[str, tuple[Any, ...], tuple[str, ...]]] = {}
-# An id no product has: marks where the id goes among the compiled parameters.
-_PK_PLACEHOLDER = -7_319_017_541
-
-
 def _estimated_share_sql(table: str, category_table: str) -> str:
     """Return SQL estimating a category's active products from pg_stats."""
     # Built from model metadata only, never from input.
@@ -136,25 +128,10 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
     def api_row(self, pk: int, *, active_only: bool) -> tuple[Any, ...] | None:
         """Return the API_VALUES of product *pk* or None (inactive: if *active_only*).
 
-        The hottest uncached read: building and compiling its QuerySet cost
-        more CPU than running it, so the SQL is compiled once per database
-        alias and visibility, and only the id changes.
+        The hottest uncached read: its SQL is compiled once per database
+        alias and visibility (config.compiled), and only the id changes.
         """
-        db = self.db
-        compiled = _API_ROW_SQL.get((db, active_only))
-        if compiled is None:
-            query = self.model._default_manager.db_manager(db).filter(
-                pk=_PK_PLACEHOLDER
-            )
-            if active_only:
-                query = query.active()
-            values = query.values_list(*API_VALUES)
-            sql, params = values.query.get_compiler(db).as_sql()
-            compiled = _API_ROW_SQL[(db, active_only)] = (sql, tuple(params))
-        sql, params = compiled
-        with connections[db].cursor() as cursor:
-            cursor.execute(sql, [pk if p == _PK_PLACEHOLDER else p for p in params])
-            return cursor.fetchone()
+        return _API_ROWS[active_only].fetchone(self, pk)
 
     def locked_for_write(self, pk: int, *, active_only: bool) -> Any:
         """Return product *pk* with its row locked (FOR UPDATE), or None.
@@ -163,27 +140,7 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
         caller attaches category and owner), compiled once per database alias
         and visibility as api_row() is. Call it inside a transaction.
         """
-        db = self.db
-        compiled = _LOCKED_SQL.get((db, active_only))
-        if compiled is None:
-            names = tuple(
-                field.attname
-                for field in self.model._meta.concrete_fields
-                if not isinstance(field, models.GeneratedField)
-            )
-            query = self.model._default_manager.db_manager(db).filter(
-                pk=_PK_PLACEHOLDER
-            )
-            if active_only:
-                query = query.active()
-            values = query.values_list(*names).select_for_update()
-            sql, params = values.query.get_compiler(db).as_sql()
-            compiled = _LOCKED_SQL[(db, active_only)] = (sql, tuple(params), names)
-        sql, params, names = compiled
-        with connections[db].cursor() as cursor:
-            cursor.execute(sql, [pk if p == _PK_PLACEHOLDER else p for p in params])
-            row = cursor.fetchone()
-        return None if row is None else self.model.from_db(db, names, row)
+        return _LOCKED_ROWS[active_only].instance(self, pk)
 
     def search(self, q: str) -> ProductQuerySet:
         """Return products whose name or description match *q*, or whose SKU starts so.
@@ -331,6 +288,28 @@ def _unindexed(field: models.Field) -> models.Expression:
         field = models.BigIntegerField()
     return models.ExpressionWrapper(column + models.Value(0), output_field=field)
 
+
+def _visible(query: models.QuerySet[Any], active_only: bool) -> Any:
+    return query.active() if active_only else query
+
+
+# api_row() and locked_for_write(), by visibility (active products only or all).
+_API_ROWS = {
+    active_only: CompiledRead(
+        lambda query, active_only=active_only: _visible(
+            query, active_only
+        ).values_list(*API_VALUES)
+    )
+    for active_only in (False, True)
+}
+_LOCKED_ROWS = {
+    active_only: CompiledRead(
+        lambda query, active_only=active_only: _visible(query, active_only)
+        .values_list(*stored_attnames(query.model))
+        .select_for_update()
+    )
+    for active_only in (False, True)
+}
 
 CategoryManager = models.Manager.from_queryset(CategoryQuerySet)
 ProductManager = models.Manager.from_queryset(ProductQuerySet)

@@ -16,6 +16,7 @@ from rest_framework_simplejwt.tokens import AccessToken, Token
 
 from accounts.models import User
 from config.cache.namespaces import NAMESPACE_USERS, NamespaceMemo
+from config.compiled import CompiledRead, stored_attnames
 from config.db_router import fresh_reads
 
 # Signed-in reads find their user here instead of in PostgreSQL. Every user
@@ -67,9 +68,15 @@ class VerifiedOnceAccessToken(AccessToken):
         return _verify_once_backend
 
 
+# is_active is part of the lookup (a primary-key probe): one query, whose SQL
+# is compiled once (a write's user load cost 0.7 ms of CPU through the ORM).
+_ACTIVE_USER = CompiledRead(
+    lambda query: query.active().values_list(*stored_attnames(query.model))
+)
+
+
 def _active_user(user_id: int) -> User | None:
-    # is_active is part of the lookup (a primary-key probe): one query.
-    return User.objects.active().filter(pk=user_id).first()
+    return _ACTIVE_USER.instance(User.objects.all(), user_id)
 
 
 def _current_active_user(user_id: int) -> User | None:
