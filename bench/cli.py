@@ -127,10 +127,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="configuration serving every group but serving (default granian)",
     )
     parser.add_argument(
-        "--granian-workers", type=int, default=2, help="granian worker processes"
+        "--granian-workers", type=int, default=4, help="granian worker processes"
     )
     parser.add_argument(
-        "--granian-threads", type=int, default=4, help="threads per granian worker"
+        "--granian-threads", type=int, default=1, help="threads per granian worker"
     )
     parser.add_argument("--workers", type=int, default=3, help="sync workers")
     parser.add_argument(
@@ -288,6 +288,8 @@ def _interrupt(signum: int, frame: object) -> None:
 def server_configs(args: argparse.Namespace) -> dict[str, ServerConfig]:
     """Return the ways to serve the project, by name; "main" serves the groups."""
     granian_label = f"{args.granian_workers}x{args.granian_threads}"
+    # Half the processes, four threads each: 2x4, the default before 4x1.
+    threaded_workers = max(1, args.granian_workers // 2)
     configs = {
         "sync": ServerConfig(
             f"gunicorn sync x{args.workers}, persistent",
@@ -305,6 +307,12 @@ def server_configs(args: argparse.Namespace) -> dict[str, ServerConfig]:
             f"granian {granian_label}",
             workers=args.granian_workers,
             threads=args.granian_threads,
+        ),
+        # Handler threads in fewer processes: a process's threads share its GIL.
+        "granian-threads": ServerConfig(
+            f"granian {threaded_workers}x4, threads",
+            workers=threaded_workers,
+            threads=4,
         ),
         "granian-asgi": ServerConfig(
             f"granian ASGI {granian_label}",

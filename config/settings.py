@@ -396,8 +396,10 @@ SECURE_CSP = {
 
 # --- Operations ---
 WORKERS = env.int("WORKERS", default=4)
-# Handler threads per worker process under granian (config/serving.py).
-SERVER_THREADS = env.int("SERVER_THREADS", default=4)
+# Handler threads per worker process under granian (config/serving.py). One:
+# the handlers are CPU-bound Python, and threads of one process take turns on
+# its GIL; the mix served 1.4-1.8x more with 4x1 than with 2x4 (docs/operations.md).
+SERVER_THREADS = env.int("SERVER_THREADS", default=1)
 MAX_CONNECTIONS = env.int("MAX_CONNECTIONS", default=1000)
 PROMETHEUS_EXPORT_MIGRATIONS = False
 # /metrics answers peers in these networks (CIDR list) or a matching bearer token.

@@ -25,7 +25,15 @@ NAMES = {
     "detail": "product detail uncached, authenticated [{}]",
 }
 # Every configuration of bench/cli.py's server_configs but the "main" alias.
-CONFIGS = ("sync", "gthread", "granian", "granian-asgi", "granian-wsgi", "raw")
+CONFIGS = (
+    "sync",
+    "gthread",
+    "granian",
+    "granian-threads",
+    "granian-asgi",
+    "granian-wsgi",
+    "raw",
+)
 
 Runs = dict[str, dict[str, list[WrkResult]]]
 

@@ -13,20 +13,26 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+import uvloop
+from django.conf import settings
 from django.db import connection
+from granian._loops import loops
+from granian.constants import Interfaces
 
 from config.serve import granian_options, max_requests_offset, staggered_births
 from config.serving import ServingApp
 from tests.config.test_gunicorn import app_server, http_get, server_env
 
-# One worker with two handler threads: a handful of requests occupies them all.
-THREADS = 2
+# One worker with the default handler threads (SERVER_THREADS: 1): a handful
+# of requests occupies them all.
+THREADS = 1
 
 
 @pytest.fixture(scope="module")
 def served(django_db_setup, tmp_path_factory) -> Iterator[str]:
     """Serve the app as `make run` does, on the test database; yield its URL."""
-    env = server_env(WORKERS="1", SERVER_THREADS=str(THREADS))
+    env = server_env(WORKERS="1")
+    env.pop("SERVER_THREADS", None)
     log_path = tmp_path_factory.mktemp("serving") / "server.log"
     with app_server(env, log_path) as url:
         yield url
@@ -154,6 +160,21 @@ def test_healthz_answers_while_every_handler_waits_on_a_table_lock(served):
     assert headers["Content-Type"] == "application/json"
     assert still_blocked == len(paths)
     assert finished == [404] * len(paths)
+
+
+def test_the_default_is_single_threaded_processes_on_uvloop(monkeypatch):
+    for name in ("WORKERS", "SERVER_THREADS", "SERVER_INTERFACE"):
+        monkeypatch.delenv(name, raising=False)
+    options = granian_options()
+    loop = loops.get(options["loop"].value)
+
+    assert options["workers"] == 4
+    assert options["interface"] == Interfaces("rsgi")  # the front, with its threads
+    assert settings.SERVER_THREADS == THREADS == 1
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
 
 
 def test_granian_workers_are_replaced_one_lifetime_quarter_apart(monkeypatch):
