@@ -41,6 +41,8 @@ API_VALUES = (
 # The same for for_api()'s model instances: only() also needs the two foreign
 # keys (the joined category and user rows are wide).
 API_PRODUCT_COLUMNS = (*API_VALUES, "category", "owner")
+
+
 def _estimated_share_sql(table: str, category_table: str) -> str:
     """Return SQL estimating a category's active products from pg_stats."""
     # Built from model metadata only, never from input.
@@ -296,17 +298,19 @@ def _visible(query: models.QuerySet[Any], active_only: bool) -> Any:
 # api_row() and locked_for_write(), by visibility (active products only or all).
 _API_ROWS = {
     active_only: CompiledRead(
-        lambda query, active_only=active_only: _visible(
-            query, active_only
-        ).values_list(*API_VALUES)
+        lambda query, active_only=active_only: _visible(query, active_only).values_list(
+            *API_VALUES
+        )
     )
     for active_only in (False, True)
 }
 _LOCKED_ROWS = {
     active_only: CompiledRead(
-        lambda query, active_only=active_only: _visible(query, active_only)
-        .values_list(*stored_attnames(query.model))
-        .select_for_update()
+        lambda query, active_only=active_only: (
+            _visible(query, active_only)
+            .values_list(*stored_attnames(query.model))
+            .select_for_update()
+        )
     )
     for active_only in (False, True)
 }

@@ -55,7 +55,9 @@ class CompiledRead:
             compiled = self._compiled[db] = (sql, tuple(params), names)
         return (db, *compiled)
 
-    def fetchone(self, queryset: models.QuerySet[Any], pk: Any) -> tuple[Any, ...] | None:
+    def fetchone(
+        self, queryset: models.QuerySet[Any], pk: Any
+    ) -> tuple[Any, ...] | None:
         """Return the values of row *pk* on *queryset*'s database, or None."""
         db, sql, params, _ = self._statement(queryset)
         with connections[db].cursor() as cursor:
