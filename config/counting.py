@@ -11,9 +11,7 @@ The API's pagination (``config.api.pagination``), the admin's changelists
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +21,8 @@ from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Model, QuerySet
 from django.utils.functional import cached_property
+
+from config.lru import LRU
 
 # Counting this many matching rows stays cheap even where each needs a heap
 # visit; beyond it only an estimate is worth its cost.
@@ -43,9 +43,7 @@ def estimated_row_count(model: type[Model], using: str = "default") -> int:
 # Plan estimates move only with ANALYZE and the table's size: one is reused
 # for this long per query and parameters, sparing the EXPLAIN round trip.
 PLAN_ESTIMATE_SECONDS = 10.0
-_PLAN_ESTIMATES_KEPT = 512
-_plan_estimates: OrderedDict[tuple[str, str, str], tuple[float, int]] = OrderedDict()
-_plan_estimates_lock = threading.Lock()
+_plan_estimates: LRU[tuple[str, str, str], tuple[float, int]] = LRU(maxsize=512)
 
 
 def planned_row_count(queryset: QuerySet) -> int:
@@ -60,8 +58,7 @@ def planned_row_count(queryset: QuerySet) -> int:
 def _planned_rows(sql: str, params: Sequence[Any], using: str) -> int:
     key = (using, sql, repr(params))
     now = time.monotonic()
-    with _plan_estimates_lock:
-        kept = _plan_estimates.get(key)
+    kept = _plan_estimates.get(key)
     if kept is not None and kept[0] > now:
         return kept[1]
     with connections[using].cursor() as cursor:
@@ -70,11 +67,7 @@ def _planned_rows(sql: str, params: Sequence[Any], using: str) -> int:
     if isinstance(plan, str):
         plan = json.loads(plan)
     estimate = int(plan[0]["Plan"]["Plan Rows"])
-    with _plan_estimates_lock:
-        _plan_estimates[key] = (now + PLAN_ESTIMATE_SECONDS, estimate)
-        _plan_estimates.move_to_end(key)
-        while len(_plan_estimates) > _PLAN_ESTIMATES_KEPT:
-            _plan_estimates.popitem(last=False)
+    _plan_estimates.put(key, (now + PLAN_ESTIMATE_SECONDS, estimate))
     return estimate
 
 

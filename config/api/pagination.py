@@ -15,7 +15,6 @@ import base64
 import binascii
 import json
 import re
-import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from config.counting import RowCount, count_rows
+from config.lru import LRU
 
 
 def query_int(request: Request, name: str, *, default: int, minimum: int) -> int:
@@ -122,33 +122,8 @@ class PreparedList:
             return cursor.fetchall()
 
 
-class _PreparedLists:
-    """The PreparedLists of this process, least recently used dropped first."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._entries: OrderedDict[Hashable, PreparedList] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> PreparedList | None:
-        with self._lock:
-            prepared = self._entries.get(key)
-            if prepared is not None:
-                self._entries.move_to_end(key)
-            return prepared
-
-    def put(self, key: Hashable, prepared: PreparedList) -> None:
-        with self._lock:
-            self._entries[key] = prepared
-            while len(self._entries) > self.maxsize:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-_prepared_lists = _PreparedLists(maxsize=512)
+# The PreparedLists of this process, by list key.
+_prepared_lists: LRU[Hashable, PreparedList] = LRU(maxsize=512)
 
 
 class LimitOffsetPagination(pagination.LimitOffsetPagination):

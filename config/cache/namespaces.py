@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
@@ -23,6 +21,7 @@ from django.db import transaction
 
 from config.cache.backend import last_operation_failed
 from config.cache.ledger import BumpLedger
+from config.lru import LRU
 from config.replica import note_committed_write
 
 NAMESPACE_CATEGORIES = "categories"  # category rows (embedded in products)
@@ -200,10 +199,7 @@ class NamespaceMemo:
     def __init__(self, namespace: str, *, maxsize: int = 10_000) -> None:
         self.namespace = namespace
         self.maxsize = maxsize
-        self._entries: OrderedDict[Hashable, tuple[tuple[str, ...], Any]] = (
-            OrderedDict()
-        )
-        self._lock = threading.Lock()
+        self._entries: LRU[Hashable, tuple[tuple[str, ...], Any]] = LRU(maxsize)
 
     def get(self, key: Hashable, load: Callable[[], Any]) -> Any:
         """Return the value for *key*, calling *load* unless a current one is kept.
@@ -214,20 +210,14 @@ class NamespaceMemo:
         if versions is None:
             return load()
         version = versions  # the namespace's, and the server run's
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry[0] == version:
-                self._entries.move_to_end(key)
-                return entry[1]
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == version:
+            return entry[1]
         # Loaded after the version was read: a write committed in between
         # bumps it again, so this value is never kept past a newer write.
         value = load()
         if value is not None:
-            with self._lock:
-                self._entries[key] = (version, value)
-                self._entries.move_to_end(key)
-                while len(self._entries) > self.maxsize:
-                    self._entries.popitem(last=False)
+            self._entries.put(key, (version, value))
         return value
 
 

@@ -1,10 +1,9 @@
-from collections import OrderedDict
-
 import pytest
 from django.db import connection
 
 from catalog.models import Product
 from config import counting
+from config.lru import LRU
 from tests.factories import ProductFactory
 
 pytestmark = pytest.mark.django_db
@@ -13,7 +12,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def fresh_plan_estimates(monkeypatch):
     """Forget plan estimates other tests' data left behind."""
-    monkeypatch.setattr(counting, "_plan_estimates", OrderedDict())
+    monkeypatch.setattr(counting, "_plan_estimates", LRU(maxsize=512))
 
 
 @pytest.fixture
