@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import IO, Any, ClassVar, TextIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, connections, transaction
 
 FORMATS = ("csv", "jsonl")
 # Keys remembered to name the line a repeated key supersedes (about 15 MB);
@@ -543,6 +543,8 @@ class Prefetcher:
     Parsing and validating the next batch (pure Python) then overlaps the
     database work on the current one, which releases the GIL while it waits.
     An exception raised by the iterator is re-raised to the consumer in order.
+    A database connection the iterator opened (Django's are per thread) is
+    closed when the thread ends.
     """
 
     _DONE = object()
@@ -574,6 +576,8 @@ class Prefetcher:
         except BaseException as exc:  # handed over to the consumer thread
             self._put((None, exc))
             return
+        finally:
+            connections.close_all()
         self._put((self._DONE, None))
 
     def __iter__(self) -> Iterator[Any]:
@@ -602,6 +606,10 @@ class ImportCommand(BaseCommand):
     columns: ClassVar[Sequence[str]] = ()
     required: ClassVar[Sequence[str]] = ()
     key_name: ClassVar[str] = "key"
+    # prepare() may run in the reader thread, on a connection of its own, up
+    # to two batches ahead of the writes: say so only when its queries read
+    # nothing that the run's own earlier batches write.
+    prepare_ahead: ClassVar[bool] = False
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="CSV or JSON Lines file; '-' reads stdin.")
@@ -701,6 +709,9 @@ class ImportCommand(BaseCommand):
         stats = RunStats()
         progress = Progress(self.stderr, total=size, enabled=self.verbosity >= 1)
         failure: str | None = None
+        # Another connection cannot see the rows of an enclosing transaction
+        # (a caller's, or a test's).
+        self._prepared_ahead = self.prepare_ahead and not connection.in_atomic_block
         batches = Prefetcher(self._checked_batches(reader, batch_size))
         try:
             for notices, records, items, rejections, position in batches:
@@ -766,8 +777,8 @@ class ImportCommand(BaseCommand):
     def _checked_batches(
         self, reader: RecordReader, batch_size: int
     ) -> Iterator[tuple[list[str], Sequence[Record], list[Any], list[Rejection], int]]:
-        """Yield each batch with the reader's notices, its validation and the
-        bytes read up to its end."""
+        """Yield each batch with the reader's notices, its validation (and
+        preparation, when ahead) and the bytes read up to its end."""
         for records in itertools.batched(reader, batch_size):
             notices, reader.notices = reader.notices, []
             good: list[Record] = []
@@ -781,6 +792,9 @@ class ImportCommand(BaseCommand):
                 else:
                     good.append(record)
             items, more = self.validate(good)
+            if self._prepared_ahead:
+                items, prepared = self.prepare(items)
+                more += prepared
             yield notices, records, items, rejections + more, reader.bytes_read
 
     def _run_batch(
@@ -800,8 +814,11 @@ class ImportCommand(BaseCommand):
             raise _StrictStop(rejections[0])
         # Validation and slow work (password hashing) happen before the
         # transaction opens, so it never idles past idle_in_transaction timeout.
-        rows, more = self.prepare(items)
-        rejections.extend(more)
+        if self._prepared_ahead:
+            rows = items
+        else:
+            rows, more = self.prepare(items)
+            rejections.extend(more)
         if strict and rejections:
             rejections.sort(key=lambda r: r.line)
             raise _StrictStop(rejections[0])
