@@ -601,11 +601,11 @@ class _Batch:
 
     notices: list[str]
     records: Sequence[Record]
-    # Validated items, or once prepared (possibly ahead, in the reader
-    # thread) the last row of each key with the repeats they superseded.
-    items: list[Any]
+    items: list[Any]  # validated
     rejections: list[Rejection]
     position: int
+    # Once prepared (in the reader thread when ahead): the last row of each
+    # key, the (earlier line, line, key) of the repeats, how many there were.
     latest: dict[Any, Any] | None = None
     superseded: list[tuple[int, int, Any]] = field(default_factory=list)
     repeats: int = 0

@@ -276,18 +276,7 @@ def _copy_same_shape(stack: Stack, csv_path: Path, header: list[str]) -> float:
             "CREATE TABLE bench_copy_same"
             " (LIKE catalog_product INCLUDING ALL EXCLUDING INDEXES)"
         )
-        existing = {
-            row[0]
-            for row in conn.execute(
-                "SELECT column_name FROM information_schema.columns"
-                " WHERE table_name = 'bench_copy_same'"
-            )
-        }
-        alters = [f'ADD COLUMN "{c}" text' for c in header if c not in existing]
-        alters += [
-            f'ALTER COLUMN "{c}" DROP NOT NULL'
-            for c in sorted(existing - set(header) - {"id", "search_document"})
-        ]
+        alters = _file_columns(conn, "bench_copy_same", header)
         conn.execute(f"ALTER TABLE bench_copy_same {', '.join(alters)}")
         kept, later = [], []
         for at, (name, definition) in enumerate(
@@ -328,6 +317,29 @@ def _build_index(stack: Stack, statement: str, memory: str) -> None:
         conn.execute(statement)
 
 
+def _file_columns(conn: psycopg.Connection, table: str, header: list[str]) -> list[str]:
+    """Return the ALTERs that fit a twin of catalog_product to the file's columns.
+
+    The file names category and owner by slug and email: they are added as
+    text; the columns it lacks lose NOT NULL and stay NULL (or default).
+    """
+    existing = {
+        row[0]
+        for row in conn.execute(
+            "SELECT column_name, is_generated FROM information_schema.columns"
+            " WHERE table_name = %s",
+            [table],
+        )
+        if row[1] != "ALWAYS"
+    }
+    alters = [f'ADD COLUMN "{c}" text' for c in header if c not in existing]
+    alters += [
+        f'ALTER COLUMN "{c}" DROP NOT NULL'
+        for c in sorted(existing - set(header) - {"id"})
+    ]
+    return alters
+
+
 def _create_twin(conn: psycopg.Connection, header: list[str], *, gin: bool) -> None:
     conn.execute("DROP TABLE IF EXISTS bench_copy_indexed")
     conn.execute("DROP SEQUENCE IF EXISTS bench_copy_indexed_seq")
@@ -335,21 +347,8 @@ def _create_twin(conn: psycopg.Connection, header: list[str], *, gin: bool) -> N
     conn.execute(
         "CREATE TABLE bench_copy_indexed (LIKE catalog_product INCLUDING INDEXES)"
     )
-    existing = {
-        row[0]
-        for row in conn.execute(
-            "SELECT column_name FROM information_schema.columns"
-            " WHERE table_name = 'bench_copy_indexed'"
-        )
-    }
-    # The file names category and owner by slug and email: keep them as
-    # text; columns it lacks get defaults or NULL.
-    alters = [f'ADD COLUMN "{c}" text' for c in header if c not in existing]
+    alters = _file_columns(conn, "bench_copy_indexed", header)
     alters.append("ALTER COLUMN id SET DEFAULT nextval('bench_copy_indexed_seq')")
-    alters += [
-        f'ALTER COLUMN "{c}" DROP NOT NULL'
-        for c in sorted(existing - set(header) - {"id"})
-    ]
     conn.execute(f"ALTER TABLE bench_copy_indexed {', '.join(alters)}")
     if not gin:
         for (name,) in conn.execute(
