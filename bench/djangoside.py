@@ -6,8 +6,10 @@ saves the first (or last) N rows of an export file with one `Product.save()`
 each, in autocommit (the baseline the importer is compared with);
 `mix-users N` creates the mix's N users and `mix-pool N RUN` gives them N more
 products for the mix's updates and deletes (bench/mix.py); `create-cost N
-PREFIX` times N API creates in process (bench/stats_cost.py). Each prints one
-JSON line.
+PREFIX` times N API creates in process (bench/stats_cost.py);
+`deferred-indexes` names the product indexes an import into an empty catalog
+drops and builds after the load, and the settings of those builds. Each prints
+one JSON line.
 """
 
 from __future__ import annotations
@@ -177,6 +179,18 @@ def create_cost(count: int, sku_prefix: str) -> dict:
     }
 
 
+def deferred_indexes() -> dict:
+    """Name the product indexes import_products defers, and how it builds them."""
+    from catalog.models import Product
+    from config import indexes
+
+    return {
+        "names": [index.name for index in Product._meta.indexes],
+        "memory": indexes.INDEX_BUILD_MEMORY,
+        "workers": indexes.INDEX_BUILD_WORKERS,
+    }
+
+
 def main(argv: list[str]) -> int:
     """Dispatch to the helper named by argv[0]."""
     import django
@@ -191,6 +205,8 @@ def main(argv: list[str]) -> int:
         result = mix_pool(int(argv[1]), argv[2])
     elif argv[0] == "create-cost":
         result = create_cost(int(argv[1]), argv[2])
+    elif argv[0] == "deferred-indexes":
+        result = deferred_indexes()
     elif argv[0] == "row-by-row":
         result = row_by_row(argv[1], int(argv[2]), tail="--tail" in argv[3:])
     else:

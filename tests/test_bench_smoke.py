@@ -295,3 +295,45 @@ def test_mix_steps_are_positive_connection_counts():
         parse_args(["--mix-steps", "4,0"])
     with pytest.raises(SystemExit):
         parse_args(["--mix-steps", "four"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_same_shape_copy_builds_the_deferred_indexes_and_drops_its_twin(
+    tmp_path, monkeypatch
+):
+    import bench.groups.imports as imports
+
+    path = tmp_path / "p.csv"
+    header = ["sku", "name", "slug", "description", "price", "stock", "is_active",
+              "category", "owner"]  # fmt: skip
+    path.write_text(
+        ",".join(header)
+        + "\n"
+        + "".join(
+            f"S-{i},Walnut desk {i},walnut-desk-{i},Solid wood,{i}.50,{i},true,"
+            f"desks,u{i}@example.com\n"
+            for i in range(50)
+        ),
+        encoding="utf-8",
+    )
+    stack = Stack(
+        database=connection.settings_dict["NAME"], redis_url=settings.REDIS_URL
+    )
+    built: list[str] = []
+    build = imports._build_index
+
+    def spy(stack: Stack, statement: str, memory: str) -> None:
+        built.append(statement)
+        build(stack, statement, memory)
+
+    monkeypatch.setattr(imports, "_build_index", spy)
+
+    assert imports._copy_same_shape(stack, path, header) > 0
+
+    assert len(built) == len(Product._meta.indexes)
+    # The GIN build is started first, as the import starts it.
+    assert " USING gin " in built[0]
+    assert all(" ON bench_copy_same " in statement for statement in built)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('bench_copy_same')")
+        assert cursor.fetchone()[0] is None

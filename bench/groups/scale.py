@@ -4,7 +4,8 @@ Lone uncached requests, one at a time with the Redis cache flushed before
 each, so the figure is the server's own time (X-Process-Time, median): the
 reads of the API, its search, the admin changelist and its searches, the
 dashboard; then the server's peak memory, and import_products of the full
-export against a plain COPY of the same file.
+export against COPYs of the same file (a plain table, a B-tree-indexed twin,
+a same-shape twin).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import urllib.parse
 from pathlib import Path
 
 from bench.groups.imports import (
+    SAME_SHAPE_NOTE,
     _copy_indexed,
     _copy_plain,
+    _copy_same_shape,
     _timed_import,
     _truncate_products,
 )
@@ -127,6 +130,7 @@ def imports(runner: Harness) -> None:
             header = next(csv.reader(handle))
         plain = _copy_plain(stack, csv_path, header)
         btree = _copy_indexed(stack, csv_path, header, gin=False)
+        same = _copy_same_shape(stack, csv_path, header)
         runner.add(
             Row(
                 f"scale: COPY of the export ({size.products:,} rows), plain table",
@@ -143,7 +147,15 @@ def imports(runner: Harness) -> None:
                 "scale: COPY of the export into a B-tree-indexed twin",
                 rate=btree,
                 unit="rows/s",
-                notes=["the import group's x COPY reference (no GIN index)"],
+                notes=["the x COPY target's reference (no GIN index)"],
+            )
+        )
+        runner.add(
+            Row(
+                "scale: COPY of the export into a same-shape twin, indexes built after",
+                rate=same,
+                unit="rows/s",
+                notes=[SAME_SHAPE_NOTE],
             )
         )
         _truncate_products(stack)
@@ -163,6 +175,7 @@ def imports(runner: Harness) -> None:
                 f"{rate / plain:.2f}x plain COPY",
                 f"{rate / btree:.2f}x B-tree-indexed COPY",
                 target(rate / btree, 0.4, below=False, label="x COPY"),
+                f"{rate / same:.2f}x same-shape COPY",
                 f"peak RSS {peak_mb:,.0f} MB",
                 target(peak_mb, 300, below=True, label="memory MB"),
                 summary,

@@ -15,6 +15,7 @@ from accounts.services import (
     user_tokens_revoke,
     user_update,
     users_bulk_create,
+    users_ids_by_email,
     users_set_active,
 )
 from accounts.validation import clean_user, username_from_email
@@ -254,3 +255,18 @@ def test_users_bulk_create_limits_rows_with_passwords(settings):
 
     assert "password" in excinfo.value.message_dict
     assert not User.objects.exists()
+
+
+@pytest.mark.django_db
+def test_users_ids_by_email_matches_any_case_and_skips_what_cannot_be_an_address():
+    alice = UserFactory(email="alice@example.com")
+    bob = UserFactory(email="Bob@Example.com")
+
+    found = users_ids_by_email(
+        emails=["ALICE@example.com", "bob@example.com", "nobody@example.com",
+                "alice@example.com\nbob@example.com"]
+    )  # fmt: skip
+
+    assert found == {"alice@example.com": alice.pk, "bob@example.com": bob.pk}
+    assert users_ids_by_email(emails=["a\nb"]) == {}
+    assert users_ids_by_email(emails=[]) == {}

@@ -606,6 +606,48 @@ def test_committed_load_builds_the_indexes_on_other_connections(tmp_path):
     assert Product.objects.filter(sku="IMP-00049", name="Item 49").exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_committed_load_resolves_owners_ahead_on_the_readers_connection(tmp_path):
+    owners = UserFactory.create_batch(3)
+    lines = [HEADER.rstrip("\n")]
+    for i in range(40):
+        owner = owners[i % 3].email.upper() if i != 17 else "nobody@example.com"
+        category = "gadgets" if i != 31 else "no-such-category"
+        lines.append(f"IMP-{i:05d},Item {i},1.50,{category},{owner},{i},About,true")
+    path = write(tmp_path, "p.csv", "\n".join(lines) + "\n")
+
+    def backends() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database()"
+            )
+            return cursor.fetchone()[0]
+
+    before = backends()
+    with CaptureQueriesContext(connection) as queries:
+        message, out, err = run_failing(str(path), "--batch-size", "7")
+
+    assert message == "2 row(s) rejected"
+    # Resolved by the reader thread: none of it on this thread's connection.
+    lookups = [q for q in queries if "lower(email)" in q["sql"]]
+    assert lookups == []
+    assert err.splitlines() == [
+        "line 19: owner: No user with this email address.",
+        "line 33: category: No category with this slug (--create-categories"
+        " creates it).",
+    ]
+    assert summary(out)["created"] == "38"
+    stored = dict(Product.objects.values_list("sku", "owner_id"))
+    assert len(stored) == 38
+    assert stored["IMP-00020"] == owners[20 % 3].pk
+    # The reader thread closed the connection it opened.
+    deadline = time.monotonic() + 5
+    while backends() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert backends() == before
+
+
 def test_load_into_a_stocked_catalog_keeps_the_indexes(tmp_path):
     owner = UserFactory()
     ProductFactory(owner=owner)

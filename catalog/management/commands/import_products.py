@@ -63,6 +63,10 @@ class Command(ImportCommand):
     columns = PRODUCT_FILE_COLUMNS
     required = PRODUCT_REQUIRED
     key_name = "sku"
+    # prepare() reads owners and categories, which the batches never write
+    # (--create-categories skips its category check): it can run ahead, so
+    # the database loads one batch while the next is resolved.
+    prepare_ahead = True
 
     def add_arguments(self, parser: Any) -> None:
         super().add_arguments(parser)
