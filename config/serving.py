@@ -2,10 +2,11 @@
 
 The server reads requests asynchronously (in Rust), so a client that drips its
 headers or body holds no Python thread. A request reaches a handler thread only
-once it is complete (bodies up to ``MAX_REQUEST_BODY_BYTES``; a larger body
-streams to the handler). ``/healthz`` runs on the worker's event loop itself:
-it does no I/O, and a liveness probe must answer even while every handler
-thread waits on the database (a table lock, a slow query).
+once it is complete (bodies up to ``MAX_REQUEST_BODY_BYTES``; a larger one is
+a 413 answered here, so no upload holds a thread while it arrives).
+``/healthz`` runs on the worker's event loop itself: it does no I/O, and a
+liveness probe must answer even while every handler thread waits on the
+database (a table lock, a slow query).
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 LOOP_PATHS = frozenset({"/healthz"})
 # A response bigger than this streams from the handler thread chunk by chunk.
 RESPONSE_BUFFER_BYTES = 1024 * 1024
+# The answer to a body over MAX_REQUEST_BODY_BYTES, given on the event loop:
+# handed to a handler thread, such a body (a multipart upload Django streams
+# to disk) would hold it for as long as the client takes to send it.
+TOO_LARGE_STATUS = 413
+TOO_LARGE_HEADERS = [("Content-Type", "application/json"), ("Connection", "close")]
+TOO_LARGE_BODY = b'{"detail": "Request body too large."}'
 
 
 class _Input:
@@ -289,10 +296,11 @@ class ServingApp:
         length = int(scope.headers.get("content-length") or 0)
         body, more = b"", False
         # The body is read here, off the handler threads, so a slow upload
-        # holds no thread; only an oversized one streams to the handler.
+        # holds no thread; one over the cap is refused here too.
         if length > self.body_limit:
-            wsgi_input = _Input(b"", True, _chunks_receive(protocol), loop)
-        elif length:
+            protocol.response_bytes(TOO_LARGE_STATUS, TOO_LARGE_HEADERS, TOO_LARGE_BODY)
+            return
+        if length:
             wsgi_input = _Input(await protocol(), False, None, loop)
         elif scope.headers.get("transfer-encoding"):
             # Chunked: no length to go by, so read up to the cap as it comes.
@@ -301,6 +309,11 @@ class ServingApp:
             if read is None:
                 return
             body, more = read
+            if len(body) > self.body_limit:
+                protocol.response_bytes(
+                    TOO_LARGE_STATUS, TOO_LARGE_HEADERS, TOO_LARGE_BODY
+                )
+                return
             wsgi_input = _Input(body, more, receive, loop)
         else:
             wsgi_input = _Input(b"", False, None, loop)
@@ -344,6 +357,12 @@ class ServingApp:
         if read is None:
             return  # the client went away
         body, more = read
+        if len(body) > self.body_limit:
+            headers = [(n.lower().encode(), v.encode()) for n, v in TOO_LARGE_HEADERS]
+            start = {"type": "http.response.start", "status": TOO_LARGE_STATUS}
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": TOO_LARGE_BODY})
+            return
         environ = _environ(scope, _Input(body, more, receive, loop))
         _declare_length(environ, body, more)
         response = await self._dispatch(

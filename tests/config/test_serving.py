@@ -271,3 +271,34 @@ def test_a_large_answer_streams_and_an_app_error_is_a_json_500():
     assert b"".join(m.get("body", b"") for m in head[1:]) == b""
     assert failed[0]["status"] == 500
     assert json.loads(failed[1]["body"]) == {"detail": "Internal server error."}
+
+
+def test_a_dripped_upload_over_the_cap_holds_no_handler_thread(served):
+    # Django streams a multipart body (the admin's login form reads it for its
+    # CSRF token): handed to the one handler thread, a client sending 50 MB
+    # slowly would keep every other request of the worker waiting.
+    sock = socket.create_connection(_address(served), timeout=10)
+    try:
+        sock.sendall(
+            b"POST /admin/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: multipart/form-data; boundary=XX\r\n"
+            b"Cookie: csrftoken=abcdefghijklmnopqrstuvwxyzABCDEF\r\n"
+            b"Content-Length: 50000000\r\n\r\n"
+            b'--XX\r\nContent-Disposition: form-data; name="f"; filename="a"\r\n\r\n'
+            + b"x"
+            * 1000
+        )
+        time.sleep(0.5)
+        started = time.monotonic()
+        # /readyz runs in the handler thread (503 here: no static files).
+        status, _, _ = http_get(f"{served}/readyz", timeout=10)
+        waited = time.monotonic() - started
+        upload = http.client.HTTPResponse(sock)
+        upload.begin()
+        answer = json.loads(upload.read())
+    finally:
+        sock.close()
+
+    assert status in {200, 503}
+    assert waited < 3
+    assert (upload.status, answer) == (413, {"detail": "Request body too large."})
