@@ -22,6 +22,7 @@ from typing import Any
 from django.conf import settings
 
 from config.wsgi import application as django_application
+from config.wsgi import too_large
 
 logger = logging.getLogger("config.serving")
 
@@ -34,12 +35,6 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 LOOP_PATHS = frozenset({"/healthz"})
 # A response bigger than this streams from the handler thread chunk by chunk.
 RESPONSE_BUFFER_BYTES = 1024 * 1024
-# The answer to a body over MAX_REQUEST_BODY_BYTES, given on the event loop:
-# handed to a handler thread, such a body (a multipart upload Django streams
-# to disk) would hold it for as long as the client takes to send it.
-TOO_LARGE_STATUS = 413
-TOO_LARGE_HEADERS = [("Content-Type", "application/json"), ("Connection", "close")]
-TOO_LARGE_BODY = b'{"detail": "Request body too large."}'
 
 
 class _Input:
@@ -196,6 +191,18 @@ class _Response:
         self.headers = headers
         return self.body.append
 
+    @classmethod
+    def too_large(cls) -> _Response:
+        """The 413 for a body over MAX_REQUEST_BODY_BYTES, given on the event loop.
+
+        Handed to a handler thread, such a body (a multipart upload Django
+        streams to disk) would hold it for as long as the client takes to
+        send it.
+        """
+        response = cls()
+        response.body = too_large(response.start_response)
+        return response
+
     def asgi_headers(self) -> list[tuple[bytes, bytes]]:
         return [
             (name.lower().encode("latin-1"), value.encode("latin-1"))
@@ -268,6 +275,25 @@ def _chunks_receive(protocol: Any) -> Receive:
     return receive
 
 
+def _answer_rsgi(protocol: Any, method: str, response: _Response) -> None:
+    """Send a buffered answer over RSGI (no body for HEAD)."""
+    body = b"" if method == "HEAD" else b"".join(response.body)
+    protocol.response_bytes(response.status, response.headers, body)
+
+
+async def _answer_asgi(send: Send, method: str, response: _Response) -> None:
+    """Send a buffered answer over ASGI (no body for HEAD)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": response.asgi_headers(),
+        }
+    )
+    payload = b"" if method == "HEAD" else b"".join(response.body)
+    await send({"type": "http.response.body", "body": payload})
+
+
 class ServingApp:
     """Run the WSGI app in a bounded pool of handler threads; LOOP_PATHS inline.
 
@@ -298,7 +324,7 @@ class ServingApp:
         # The body is read here, off the handler threads, so a slow upload
         # holds no thread; one over the cap is refused here too.
         if length > self.body_limit:
-            protocol.response_bytes(TOO_LARGE_STATUS, TOO_LARGE_HEADERS, TOO_LARGE_BODY)
+            _answer_rsgi(protocol, scope.method, _Response.too_large())
             return
         if length:
             wsgi_input = _Input(await protocol(), False, None, loop)
@@ -310,9 +336,7 @@ class ServingApp:
                 return
             body, more = read
             if len(body) > self.body_limit:
-                protocol.response_bytes(
-                    TOO_LARGE_STATUS, TOO_LARGE_HEADERS, TOO_LARGE_BODY
-                )
+                _answer_rsgi(protocol, scope.method, _Response.too_large())
                 return
             wsgi_input = _Input(body, more, receive, loop)
         else:
@@ -323,8 +347,7 @@ class ServingApp:
             environ, scope.path, scope.method, _RSGIStreamer(loop, protocol)
         )
         if not response.streamed:
-            body = b"" if scope.method == "HEAD" else b"".join(response.body)
-            protocol.response_bytes(response.status, response.headers, body)
+            _answer_rsgi(protocol, scope.method, response)
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         """Let the handler threads go when the worker stops."""
@@ -358,27 +381,15 @@ class ServingApp:
             return  # the client went away
         body, more = read
         if len(body) > self.body_limit:
-            headers = [(n.lower().encode(), v.encode()) for n, v in TOO_LARGE_HEADERS]
-            start = {"type": "http.response.start", "status": TOO_LARGE_STATUS}
-            await send({**start, "headers": headers})
-            await send({"type": "http.response.body", "body": TOO_LARGE_BODY})
+            await _answer_asgi(send, scope["method"], _Response.too_large())
             return
         environ = _environ(scope, _Input(body, more, receive, loop))
         _declare_length(environ, body, more)
         response = await self._dispatch(
             environ, scope["path"], scope["method"], _ASGIStreamer(loop, send)
         )
-        if response.streamed:
-            return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status,
-                "headers": response.asgi_headers(),
-            }
-        )
-        payload = b"" if scope["method"] == "HEAD" else b"".join(response.body)
-        await send({"type": "http.response.body", "body": payload})
+        if not response.streamed:
+            await _answer_asgi(send, scope["method"], response)
 
     # --- both ---
 

@@ -16,8 +16,9 @@ class ChunkedBodyMiddleware:
     Django reads CONTENT_LENGTH bytes of a body, none when the header is
     absent, as it is with ``Transfer-Encoding: chunked``. This reads such a
     body (up to MAX_REQUEST_BODY_BYTES; longer is a 413) and declares its
-    length. config.serving reads chunked bodies itself, so under granian this
-    only sees the ones over the cap; under gunicorn it sees them all.
+    length. config.serving reads chunked bodies itself and refuses the ones
+    over the cap (with too_large()), so this serves gunicorn and granian's
+    WSGI interface.
     """
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
@@ -31,21 +32,24 @@ class ChunkedBodyMiddleware:
         ):
             from django.conf import settings
 
-            from config.api.exceptions import RequestBodyTooLarge
-
             limit = settings.MAX_REQUEST_BODY_BYTES
             body = _read_up_to(environ["wsgi.input"], limit + 1)
             if len(body) > limit:
-                start_response(
-                    "413 Content Too Large",
-                    [("Content-Type", "application/json"), ("Connection", "close")],
-                )
-                return [
-                    json.dumps({"detail": RequestBodyTooLarge.default_detail}).encode()
-                ]
+                return too_large(start_response)
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
         return self.app(environ, start_response)
+
+
+def too_large(start_response: Callable[..., Any]) -> list[bytes]:
+    """Answer 413 with RequestBodyTooLarge's JSON, closing the connection."""
+    from config.api.exceptions import RequestBodyTooLarge
+
+    start_response(
+        "413 Content Too Large",
+        [("Content-Type", "application/json"), ("Connection", "close")],
+    )
+    return [json.dumps({"detail": RequestBodyTooLarge.default_detail}).encode()]
 
 
 def _read_up_to(stream: Any, size: int) -> bytes:
