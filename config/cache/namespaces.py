@@ -198,7 +198,6 @@ class NamespaceMemo:
 
     def __init__(self, namespace: str, *, maxsize: int = 10_000) -> None:
         self.namespace = namespace
-        self.maxsize = maxsize
         self._entries: LRU[Hashable, tuple[tuple[str, ...], Any]] = LRU(maxsize)
 
     def get(self, key: Hashable, load: Callable[[], Any]) -> Any:
