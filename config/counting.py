@@ -93,23 +93,41 @@ class RowCount:
         filtered = bool(queryset.query.where or queryset.query.distinct)
         return cls(queryset.model, filtered, sql, tuple(params))
 
+    def first_step(self) -> tuple[str, tuple[Any, ...]]:
+        """Return one SELECT (and its parameters) of the count's first step.
+
+        It yields the exact count up to COUNT_EXACT_UP_TO + 1 (a capped scan),
+        or, for an unfiltered query, the table's own estimate when that is
+        bigger (then nothing is scanned: PostgreSQL evaluates only the CASE
+        branch taken). ``settle()`` turns its value into the count; a caller
+        may send it along with other statements in one round trip.
+        """
+        cap = COUNT_EXACT_UP_TO + 1
+        capped = f"SELECT COUNT(*) FROM ({self.sql} LIMIT {cap}) capped"  # noqa: S608 - compiled by the ORM
+        if self.filtered:
+            return capped, self.params
+        return (
+            f"SELECT CASE WHEN t.estimate > {COUNT_EXACT_UP_TO} THEN t.estimate"  # noqa: S608
+            f" ELSE ({capped}) END FROM (SELECT reltuples::bigint AS estimate"
+            " FROM pg_class WHERE oid = %s::regclass) t",
+            (self.model._meta.db_table, *self.params),
+        )
+
+    def settle(self, first: int, using: str) -> int:
+        """Return the count, given the value of ``first_step()``'s SELECT."""
+        if first <= COUNT_EXACT_UP_TO:
+            return first
+        if not self.filtered and first > COUNT_EXACT_UP_TO + 1:
+            return first  # the table's estimate
+        return max(_planned_rows(self.sql, self.params, using), first)
+
     def run(self, using: str) -> int:
         """Return the count: exact up to COUNT_EXACT_UP_TO, else estimated."""
-        limit = COUNT_EXACT_UP_TO
-        if not self.filtered:
-            # The table's own estimate costs no scan: trust it when it is big.
-            estimate = estimated_row_count(self.model, using)
-            if estimate > limit:
-                return estimate
+        sql, params = self.first_step()
         with connections[using].cursor() as cursor:
-            cursor.execute(
-                f"SELECT COUNT(*) FROM ({self.sql} LIMIT {limit + 1}) capped",  # noqa: S608 - compiled by the ORM
-                self.params,
-            )
-            exact = cursor.fetchone()[0]
-        if exact <= limit:
-            return exact
-        return max(_planned_rows(self.sql, self.params, using), exact)
+            cursor.execute(sql, params)
+            first = cursor.fetchone()[0]
+        return self.settle(first, using)
 
 
 def count_rows(queryset: QuerySet) -> int:

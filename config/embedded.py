@@ -65,7 +65,7 @@ def embedded_postgres_database(data_dir: Path) -> dict[str, Any]:
         )
     info = server.get_postmaster_info()
     return {
-        "ENGINE": "django_prometheus.db.backends.postgresql",
+        "ENGINE": "config.postgres",
         "NAME": "postgres",
         "USER": "postgres",
         "PASSWORD": "",

@@ -114,7 +114,7 @@ DB_CONNECT_TIMEOUT = env.int("DB_CONNECT_TIMEOUT", default=3)
 
 if "DATABASE_URL" in env.ENVIRON:
     _default_db = env.db("DATABASE_URL")
-    _default_db["ENGINE"] = "django_prometheus.db.backends.postgresql"
+    _default_db["ENGINE"] = "config.postgres"
 else:
     from config.embedded import embedded_postgres_database
 
@@ -165,7 +165,7 @@ DB_DISABLE_SERVER_SIDE_CURSORS = env.bool(
 DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = DB_DISABLE_SERVER_SIDE_CURSORS
 if "DATABASE_REPLICA_URL" in env.ENVIRON:
     _replica = env.db("DATABASE_REPLICA_URL")
-    _replica["ENGINE"] = "django_prometheus.db.backends.postgresql"
+    _replica["ENGINE"] = "config.postgres"
     # Never pooled: a pool waits DB_POOL_TIMEOUT for a stopped replica, and
     # reads must fall back to the primary at once (config.replica).
     DATABASES["replica"] = _database(

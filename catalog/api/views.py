@@ -203,8 +203,12 @@ class ProductViewSet(
         return self.cache_namespaces
 
     def cache_single_flight(self, request: Request) -> bool:
-        # One product is one indexed row: cheaper to read twice than to lock.
-        return self.action != "retrieve"
+        # One product, or a page of a list read on an index (the SQL compiled
+        # once, see list()): cheaper to compute twice than to lock, which
+        # costs two more Redis round trips on every miss, and under writes
+        # every list read misses. A search ranks its candidates: worth one
+        # computation for all concurrent misses.
+        return self.action == "list" and "search" in request.query_params
 
     def get_queryset(self) -> Any:
         return Product.objects.for_api().visible_to(self.request.user)

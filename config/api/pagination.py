@@ -109,17 +109,33 @@ class PreparedList:
             count=count,
         )
 
-    def page(self, limit: int, offset: int, using: str) -> list[tuple]:
-        """Return the rows of the page of *limit* rows from *offset*."""
+    def page(self, limit: int, offset: int, using: str) -> tuple[list[tuple], int]:
+        """Return the rows of the page of *limit* rows from *offset*, and its count.
+
+        Both statements go in one round trip (psycopg binds parameters on
+        the client, and a simple query may hold several statements); the
+        count is ``RowCount.settle``d from its first step.
+        """
+        count_sql, count_params = self.count.first_step()
         params = (
             *self.page_params[: self.slice_at],
             limit,
             offset,
             *self.page_params[self.slice_at :],
         )
-        with connections[using].cursor() as cursor:
-            cursor.execute(self.page_sql, params)
-            return cursor.fetchall()
+        connection = connections[using]
+        with connection.cursor() as cursor:
+            if connection.settings_dict["OPTIONS"].get("server_side_binding"):
+                # Server-side binding takes one statement at a time.
+                cursor.execute(self.page_sql, params)
+                rows = cursor.fetchall()
+                cursor.execute(count_sql, count_params)
+            else:
+                cursor.execute(f"{self.page_sql}; {count_sql}", params + count_params)
+                rows = cursor.fetchall()
+                cursor.nextset()
+            first = cursor.fetchone()[0]
+        return rows, self.count.settle(first, using)
 
 
 # The PreparedLists of this process, by list key.
@@ -178,9 +194,10 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
             if prepared is None:
                 return self.paginate_queryset(queryset, request, view)
             _prepared_lists.put(key, prepared)
-        using = router.db_for_read(prepared.model)
-        rows = prepared.page(self.limit + 1, self.offset, using)
-        return self._finish(rows, lambda: prepared.count.run(using))
+        rows, count = prepared.page(
+            self.limit + 1, self.offset, router.db_for_read(prepared.model)
+        )
+        return self._finish(rows, lambda: count)
 
     def _read_page(self, request: Request) -> bool:
         """Read limit and offset (400 beyond max_offset); False: not paginated."""

@@ -355,6 +355,38 @@ def test_failed_computation_releases_the_lock():
     assert get_or_compute("k", lambda: b"other", timeout=60) == (b"ok", True)
 
 
+@pytest.mark.parametrize(
+    ("url", "locks"),
+    [
+        ("/api/v1/products/?limit=20&offset=20", 0),
+        ("/api/v1/products/?ordering=price&limit=5", 0),
+        (lambda product: f"/api/v1/products/{product.pk}/", 0),
+        ("/api/v1/products/?search=lamp", 1),
+        ("/api/v1/categories/", 1),
+    ],
+    ids=["page", "ordered-page", "detail", "search", "categories"],
+)
+def test_only_costly_misses_take_the_stampede_lock(client, monkeypatch, url, locks):
+    product = ProductFactory(name="Lamp")
+    url = url(product) if callable(url) else url
+    taken = []
+    backend = type(caches["default"])
+    add = backend.add
+
+    def recording_add(self, key, *args, **kwargs):
+        if ":lock:" in key:
+            taken.append(key)
+        return add(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(backend, "add", recording_add)
+    response = client.get(url)
+    assert (response.status_code, response["X-Cache"]) == (200, "MISS")
+    assert len(taken) == locks
+    # The entry is stored either way, and the lock (if any) is released.
+    assert client.get(url)["X-Cache"] == "HIT"
+    assert all(cache.get(key) is None for key in taken)
+
+
 def test_cache_key_ignores_query_order_but_not_host_or_audience(settings):
     settings.ALLOWED_HOSTS = ["testserver", "other.test"]
     factory = RequestFactory()
