@@ -194,6 +194,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "of an older commit) with the same database and settings, and compare",
     )
     parser.add_argument(
+        "--mix-server",
+        choices=["sync", "gthread", "granian"],
+        default="sync",
+        help="mix: how --mix-server-root is served (default sync: d231dca's "
+        "default, the issue's reference; granian: as this checkout is)",
+    )
+    parser.add_argument(
         "--scale-import",
         action=argparse.BooleanOptionalAction,
         default=True,

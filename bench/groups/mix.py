@@ -17,8 +17,8 @@ def run(h: Harness, args: argparse.Namespace) -> None:
     if args.mix_server_root is not None:
         root = args.mix_server_root.resolve()
         commit = short_commit(root)
-        # The baseline is served the way its commit served by default.
-        baseline = h.servers["sync"]
+        # By default the baseline is served the way d231dca served by default.
+        baseline = h.servers[args.mix_server]
         label = f"baseline {commit or root.name}, {baseline.label}"
         sides.append(Side(label, baseline, root))
     mix = Mix(
