@@ -200,7 +200,7 @@ def server(stack: Stack, config: ServerConfig, *, root: Path = ROOT) -> Iterator
     log.write(f"\n=== server {config} from {root} on port {port}\n".encode())
     log.flush()
     command = config.command()
-    if root != ROOT:
+    if root != ROOT and not (root / "config" / "serve.py").is_file():
         command = [
             str(Path(sys.executable).parent / "gunicorn"),
             "-c",
