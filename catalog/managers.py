@@ -135,6 +135,14 @@ class ProductQuerySet(InvalidatingQuerySetMixin, models.QuerySet["Product"]):
         """
         return _API_ROWS[active_only].fetchone(self, pk)
 
+    def api_rows(self, pks: Sequence[int]) -> list[tuple[Any, ...]]:
+        """Return the API_VALUES of products *pks* (distinct; in no given order).
+
+        A list page's products whose cached fragments are missing, compiled
+        once per number of ids, as api_row() is.
+        """
+        return _API_ROWS[False].fetchall(self, pks)
+
     def locked_for_write(self, pk: int, *, active_only: bool) -> Any:
         """Return product *pk* with its row locked (FOR UPDATE), or None.
 

@@ -9,7 +9,7 @@ placeholder where the key goes, then only sends the SQL with the key.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import connections, models
@@ -40,19 +40,28 @@ class CompiledRead:
 
     def __init__(self, build: Build) -> None:
         self._build = build
-        self._compiled: dict[str, tuple[str, tuple[Any, ...], tuple[str, ...]]] = {}
+        self._compiled: dict[
+            tuple[str, int], tuple[str, tuple[Any, ...], tuple[str, ...]]
+        ] = {}
 
     def _statement(
-        self, queryset: models.QuerySet[Any]
+        self, queryset: models.QuerySet[Any], count: int = 0
     ) -> tuple[str, str, tuple[Any, ...], tuple[str, ...]]:
+        """Return the alias, SQL, parameters and columns for one key (*count* 0)
+        or for *count* keys (``pk IN``, the n-th key at KEY_PLACEHOLDER - n)."""
         db = queryset.db
-        compiled = self._compiled.get(db)
+        compiled = self._compiled.get((db, count))
         if compiled is None:
             manager = queryset.model._default_manager.db_manager(db)
-            values = self._build(manager.filter(pk=KEY_PLACEHOLDER))
+            keys = (
+                manager.filter(pk__in=[KEY_PLACEHOLDER - n for n in range(count)])
+                if count
+                else manager.filter(pk=KEY_PLACEHOLDER)
+            )
+            values = self._build(keys)
             sql, params = values.query.get_compiler(db).as_sql()
             names = tuple(values.query.values_select)
-            compiled = self._compiled[db] = (sql, tuple(params), names)
+            compiled = self._compiled[(db, count)] = (sql, tuple(params), names)
         return (db, *compiled)
 
     def fetchone(
@@ -76,3 +85,21 @@ class CompiledRead:
             cursor.execute(sql, [pk if p == KEY_PLACEHOLDER else p for p in params])
             row = cursor.fetchone()
         return None if row is None else queryset.model.from_db(db, names, row)
+
+    def fetchall(
+        self, queryset: models.QuerySet[Any], pks: Sequence[Any]
+    ) -> list[tuple[Any, ...]]:
+        """Return the values of the rows *pks* (in no given order), one query.
+
+        Compiled once per database alias and number of keys (a page holds at
+        most a hundred). *pks* must be distinct.
+        """
+        if not pks:
+            return []
+        db, sql, params, _ = self._statement(queryset, len(pks))
+        keys = {KEY_PLACEHOLDER - n: pk for n, pk in enumerate(pks)}
+        with connections[db].cursor() as cursor:
+            cursor.execute(
+                sql, [keys.get(p, p) if isinstance(p, int) else p for p in params]
+            )
+            return cursor.fetchall()

@@ -14,10 +14,12 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
+from catalog.api.fragments import product_fragments
 from catalog.api.permissions import IsOwnerOrStaff, IsStaffOrReadOnly
 from catalog.api.serializers import (
     BulkCreateResultSerializer,
@@ -229,6 +231,20 @@ class ProductViewSet(
             return queryset.select_related(None).values("pk")
 
         key = self.list_key(request)
+        renderer = request.accepted_renderer
+        if key is not None and (
+            isinstance(renderer, JSONRenderer)
+            and request.accepted_media_type == renderer.media_type
+        ):
+            # The page's ids (and count), then its items from their cached
+            # fragments: a page invalidated by an insert ahead of it costs
+            # the database only its ids and the items that changed.
+            ids = self.paginator.paginate_prepared(
+                ("ids", key), offset_pages, request, self, page_rows=lambda page: page
+            )
+            if ids is not None:
+                items = product_fragments.get([pk for (pk,) in ids])
+                return self.paginator.get_paginated_json(items, renderer)
         if key is None:
             rows = self.paginate_queryset(offset_pages())
         else:

@@ -26,8 +26,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, router
 from django.db.models import Model, Q, QuerySet
+from django.http import HttpResponse
 from rest_framework import pagination
 from rest_framework.exceptions import ValidationError
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
@@ -176,13 +178,15 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
         build: Callable[[], QuerySet],
         request: Request,
         view: Any,
+        page_rows: Callable[[QuerySet], QuerySet] | None = None,
     ) -> list | None:
         """Paginate the QuerySet *build* returns, compiled once per *key*.
 
         *key* names everything the list's SQL depends on (who asks, which
-        filters): the SQL compiled for it is kept (``PreparedList``) and later
-        requests run it with their own LIMIT and OFFSET, without building or
-        compiling a QuerySet. The view's ``page_rows`` must return a
+        filters, and *page_rows*): the SQL compiled for it is kept
+        (``PreparedList``) and later requests run it with their own LIMIT and
+        OFFSET, without building or compiling a QuerySet. *page_rows* (by
+        default the view's) reads a page's rows and must return a
         ``values_list`` (rows are read as the database returns them).
         """
         if not self._read_page(request):
@@ -190,7 +194,7 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
         prepared = _prepared_lists.get(key)
         if prepared is None:
             queryset = build()
-            prepared = PreparedList.compile(queryset, view.page_rows)
+            prepared = PreparedList.compile(queryset, page_rows or view.page_rows)
             if prepared is None:
                 return self.paginate_queryset(queryset, request, view)
             _prepared_lists.put(key, prepared)
@@ -198,6 +202,27 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
             self.limit + 1, self.offset, router.db_for_read(prepared.model)
         )
         return self._finish(rows, lambda: count)
+
+    def get_paginated_json(
+        self, items: list[bytes], renderer: JSONRenderer
+    ) -> HttpResponse:
+        """Return the page of *items*, already rendered by *renderer*, as its answer.
+
+        The same bytes as ``get_paginated_response`` rendered by *renderer*:
+        the envelope is rendered around an empty list and the items go in it.
+        """
+        envelope = renderer.render(
+            {
+                "count": self.count,
+                "next": self.get_next_link(),
+                "previous": self.get_previous_link(),
+                "results": [],
+            }
+        )
+        if not envelope.endswith(b"[]}"):
+            raise ValueError("results must come last in the page's envelope")
+        body = b"".join((envelope[:-3], b"[", b",".join(items), b"]}"))
+        return HttpResponse(body, content_type=renderer.media_type)
 
     def _read_page(self, request: Request) -> bool:
         """Read limit and offset (400 beyond max_offset); False: not paginated."""
@@ -466,9 +491,16 @@ class LimitOffsetOrCursorPagination(pagination.BasePagination):
         build: Callable[[], QuerySet],
         request: Request,
         view: Any,
+        page_rows: Callable[[QuerySet], QuerySet] | None = None,
     ) -> list | None:
         """Offset pages of a list compiled once per *key* (LimitOffsetPagination's)."""
-        return self.offset.paginate_prepared(key, build, request, view)
+        return self.offset.paginate_prepared(key, build, request, view, page_rows)
+
+    def get_paginated_json(
+        self, items: list[bytes], renderer: JSONRenderer
+    ) -> HttpResponse:
+        """The offset page of rendered *items* (LimitOffsetPagination's)."""
+        return self.offset.get_paginated_json(items, renderer)
 
     def get_paginated_response(self, data: Any) -> Response:
         return self.active.get_paginated_response(data)

@@ -238,6 +238,34 @@ class FailOpenRedisCache(RedisCache):
             registry.forget(names)
         return True
 
+    @_fail_open(set())
+    def add_many_expiring(self, entries: dict[str, tuple[Any, int | None]]) -> set[str]:
+        """Set each absent key of *entries* to (value, timeout in s or None).
+
+        One round trip for all (each SET NX on its own, not a transaction);
+        return the keys that were set.
+        """
+        if not self._fast_writes():
+            return {
+                key
+                for key, (value, timeout) in entries.items()
+                if _slow_add(self, key, value, timeout)
+            }
+        names = [self.make_key(key) for key in entries]
+        commands = []
+        for name, (value, timeout) in zip(names, entries.values(), strict=True):
+            expiry = () if timeout is None else ("EX", int(timeout))
+            commands.append(("SET", name, self.client.encode(value), *expiry, "NX"))
+        try:
+            replies = self._execute(commands)
+        finally:
+            registry.forget(names)
+        return {
+            key
+            for key, reply in zip(entries, replies, strict=True)
+            if reply is not None
+        }
+
     def _fast_writes(self) -> bool:
         """Return whether this thread's connection is on the server writes go to."""
         fast = getattr(self, "_writes_on_reader", None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import uuid
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -149,32 +149,52 @@ def read_versions(
     persistence files, may hold entries and versions from before bumps it
     missed while it was away, and none of them is served again.
     """
-    ledger.catch_up()
-    names = tuple(names)
-    version_keys = [_version_key(name) for name in names]
-    found = cache.get_many([key, *version_keys] if key else version_keys)
-    if last_operation_failed():
+    read = read_many_versions([key] if key else [], [tuple(names)])
+    if read is None:
         return None, None
-    run = _server_run()
-    missing = [
-        (n, k) for n, k in zip(names, version_keys, strict=True) if k not in found
-    ]
+    (versions,), found = read
+    return versions, found.get(key) if key else None
+
+
+def read_many_versions(
+    keys: Sequence[str], names: Sequence[tuple[str, ...]]
+) -> tuple[list[tuple[str, ...]], dict[str, Any]] | None:
+    """Return the versions of each tuple of *names*, and the values of *keys* found.
+
+    ``read_versions`` for several entries at once: one round trip for all
+    the keys and every version they depend on, and one more for all the
+    version keys that were missing. None when the cache is down.
+    """
+    ledger.catch_up()
+    version_keys = {name: _version_key(name) for group in names for name in group}
+    found = cache.get_many([*keys, *version_keys.values()])
+    if last_operation_failed():
+        return None
+    missing = {
+        k: (_new_version(), _version_timeout(name))
+        for name, k in version_keys.items()
+        if k not in found
+    }
     if missing:
-        raced = []
-        for name, k in missing:
-            version = _new_version()
-            if cache.add(k, version, _version_timeout(name)):
-                found[k] = version  # what add() wrote: no need to read it back
-            elif last_operation_failed():
-                return None, None
-            else:
-                raced.append(k)  # another process drew it first
+        added = (
+            cache.add_many_expiring(missing)
+            if hasattr(cache, "add_many_expiring")
+            else {k for k, (v, t) in missing.items() if cache.add(k, v, t)}
+        )
+        if last_operation_failed():
+            return None
+        # What was added need not be read back; another process drew the rest.
+        found.update((k, missing[k][0]) for k in added)
+        raced = [k for k in missing if k not in added]
         if raced:
             found.update(cache.get_many(raced))
-        if last_operation_failed() or any(k not in found for k in version_keys):
-            return None, None
-    versions = (run, *(found[k] for k in version_keys))
-    return versions, found.get(key) if key else None
+        if last_operation_failed() or any(k not in found for k in missing):
+            return None
+    run = _server_run()
+    versions = [
+        (run, *(found[version_keys[name]] for name in group)) for group in names
+    ]
+    return versions, found
 
 
 def namespace_versions(*names: str) -> dict[str, str] | None:

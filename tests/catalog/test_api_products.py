@@ -5,6 +5,7 @@ from decimal import Decimal
 from urllib.parse import quote
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
@@ -13,6 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
 
 from catalog import managers
 from catalog.api.serializers import (
@@ -21,13 +23,14 @@ from catalog.api.serializers import (
     product_row_representation,
 )
 from catalog.api.views import ProductViewSet
-from catalog.filtersets import MSG_NOT_A_BOOLEAN
+from catalog.filtersets import MSG_NOT_A_BOOLEAN, ordering_terms
 from catalog.models import Category, Product
 from catalog.services import product_create, product_update, products_set_active
 from catalog.validation import clean_product
 from config import counting
 from config.api import pagination
 from config.api.pagination import PreparedList
+from config.cache.namespaces import NAMESPACE_PRODUCTS, bump_namespace
 from tests.factories import CategoryFactory, ProductFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -81,12 +84,36 @@ def test_list_runs_constant_queries_at_page_size_1_and_100(
     # One more row than the largest page, so that neither page is the last.
     for i in range(101):
         ProductFactory(category=category, owner=owners[i % 3])
-    # One round trip: the SELECT joining category and owner to the page's
-    # rows, and the capped COUNT.
-    with django_assert_num_queries(1) as captured:
+    # Cold: the page's ids with the capped COUNT (one round trip, both on
+    # the product table alone), then its products joined to their category
+    # and owner by id.
+    with django_assert_num_queries(2) as captured:
         response = api_client.get(LIST, {"limit": size})
     assert len(response.json()["results"]) == size
     assert response.json()["count"] == 101
+    ids_and_count, rows = (query["sql"] for query in captured.captured_queries)
+    page, count = ids_and_count.split("; ")
+    assert "JOIN" not in page and "LIMIT" in page and "JOIN" not in count
+    assert rows.count("JOIN") == 2 and " IN (" in rows and "LIMIT" not in rows
+    # Warm: an insert ahead invalidates the page, not its products' cached
+    # fragments: the page costs its ids and count alone.
+    bump_namespace(NAMESPACE_PRODUCTS)
+    with django_assert_num_queries(1):
+        again = api_client.get(LIST, {"limit": size})
+    assert (again["X-Cache"], again.content) == ("MISS", response.content)
+
+
+def test_an_indented_list_reads_its_page_with_a_deferred_join(
+    api_client, django_assert_num_queries
+):
+    ProductFactory.create_batch(3)
+    # Rendered by DRF (the fragments are compact JSON): one round trip, the
+    # page's rows and the capped COUNT.
+    with django_assert_num_queries(1) as captured:
+        response = api_client.get(
+            LIST, {"limit": 2}, HTTP_ACCEPT="application/json; indent=2"
+        )
+    assert response.content.startswith(b'{\n  "count": 3')
     page, count = captured.captured_queries[0]["sql"].split("; ")
     # The offset is walked on the product table alone (a deferred join), and
     # the capped COUNT joins nothing either.
@@ -188,8 +215,8 @@ def test_authenticated_list_adds_only_the_user_lookup(
     category = CategoryFactory()
     ProductFactory.create_batch(5, category=category)
     client = auth_client(user)
-    # The bearer's user, then the page with its capped COUNT.
-    with django_assert_num_queries(2):
+    # The bearer's user, the page's ids with the capped COUNT, its products.
+    with django_assert_num_queries(3):
         response = client.get(LIST, {"limit": 100, "category": category.pk})
     assert response.json()["count"] == 5
     assert len(response.json()["results"]) == 5
@@ -1080,3 +1107,56 @@ def test_schema_is_warning_free_and_documents_bulk_and_if_match(tmp_path):
     list_params = {p["name"] for p in paths[f"{prefix}products/"]["get"]["parameters"]}
     assert {"category", "min_price", "max_price", "in_stock", "search"} <= list_params
     assert {"ordering", "limit", "offset", "cursor"} <= list_params
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 3},
+        {"limit": 2, "offset": 2, "ordering": "price"},
+        {"limit": 100, "ordering": "-name"},
+        {"offset": 50},
+    ],
+    ids=["first", "ordered", "all", "past-the-end"],
+)
+def test_a_page_of_cached_fragments_is_what_the_serializer_renders(
+    api_client, auth_client, staff_user, params
+):
+    owner = UserFactory(username="Zoë")
+    category = CategoryFactory(name="Lamps & \u2028 things")
+    for i, price in enumerate(["9.90", "120.00", "0.50", "33.33", "7.00"]):
+        ProductFactory(
+            owner=owner,
+            category=category,
+            name=f'Lamp {i} \u2603 "quoted"',
+            description="line\nbreak\u2029 <b>",
+            price=Decimal(price),
+            is_active=i != 3,
+        )
+    ordering = ordering_terms(params.get("ordering"))
+    for client, user in ((api_client, None), (auth_client(staff_user), staff_user)):
+        for _ in range(2):  # fragments rendered, then read back from the cache
+            bump_namespace(NAMESPACE_PRODUCTS)
+            response = client.get(LIST, params)
+            assert (response.status_code, response["X-Cache"]) == (200, "MISS")
+            assert response["Content-Type"] == "application/json"
+            page = response.json()
+            visible = Product.objects.for_api().visible_to(user or AnonymousUser())
+            expected = list(visible.order_by(*ordering))
+            offset, limit = params.get("offset", 0), params.get("limit", 20)
+            shown = expected[offset : offset + limit]
+            assert [p["id"] for p in page["results"]] == [p.pk for p in shown]
+            body = JSONRenderer().render(
+                {
+                    "count": len(expected),
+                    "next": page["next"],
+                    "previous": page["previous"],
+                    "results": ProductSerializer(shown, many=True).data,
+                }
+            )
+            assert response.content == body
+        # The same headers as a page DRF renders itself.
+        drf = client.get(LIST, params, HTTP_ACCEPT="application/json; indent=2")
+        assert drf.json() == page
+        for header in ("Allow", "Vary", "Content-Language", "ETag"):
+            assert response.get(header) == drf.get(header)

@@ -733,20 +733,25 @@ def test_queryset_writes_show_at_once(
     api_client, item, write, django_capture_on_commit_callbacks
 ):
     cached(api_client, detail_url(item))
+    cached(api_client, LIST_URL)  # its item's fragment too
     with django_capture_on_commit_callbacks(execute=True):
         write(item)
     assert fresh(api_client, detail_url(item)).json()["name"] == "Changed"
+    assert fresh(api_client, LIST_URL).json()["results"][0]["name"] == "Changed"
 
 
 def test_category_rename_shows_in_embedded_category(
     api_client, staff, item, django_capture_on_commit_callbacks
 ):
     cached(api_client, detail_url(item))
+    cached(api_client, LIST_URL)
     cached(api_client, reverse("api:category-list"))
     url = reverse("api:category-detail", args=[item.category_id])
     with django_capture_on_commit_callbacks(execute=True):
         assert staff.patch(url, {"name": "Lighting"}).status_code == 200
     assert fresh(api_client, detail_url(item)).json()["category"]["name"] == "Lighting"
+    [listed] = fresh(api_client, LIST_URL).json()["results"]
+    assert listed["category"]["name"] == "Lighting"
     names = [
         c["name"]
         for c in fresh(api_client, reverse("api:category-list")).json()["results"]
@@ -769,6 +774,7 @@ def test_owner_rename_shows_on_their_products(
     api_client, auth_client, owner, item, django_capture_on_commit_callbacks
 ):
     assert cached(api_client, detail_url(item))["owner"]["username"] == "maker"
+    assert cached(api_client, LIST_URL)["results"][0]["owner"]["username"] == "maker"
     with django_capture_on_commit_callbacks(execute=True):
         response = auth_client(owner).patch(
             reverse("api:user-me"), {"username": "craftsman"}
@@ -776,6 +782,8 @@ def test_owner_rename_shows_on_their_products(
     assert response.status_code == 200, response.content
     body = fresh(api_client, detail_url(item)).json()
     assert body["owner"]["username"] == "craftsman"
+    [listed] = fresh(api_client, LIST_URL).json()["results"]
+    assert listed["owner"]["username"] == "craftsman"
 
 
 def test_sign_up_keeps_product_pages_cached(

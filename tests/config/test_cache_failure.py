@@ -60,6 +60,20 @@ def test_dashboard_is_served_from_postgresql_while_redis_is_down(
     assert cache_errors() >= errors_before + 5
 
 
+def test_product_pages_are_served_from_postgresql_while_redis_is_down(
+    redis_server, api_client
+):
+    cheapest, _, _ = (ProductFactory(price=price) for price in (1, 2, 3))
+    url = "/api/v1/products/?limit=2&ordering=price"
+    api_client.get(url)  # the items are rendered and kept as fragments
+    redis_server.kill()
+    cheapest.name = "Renamed while Redis is away"
+    cheapest.save()  # its bump is missed: nothing kept may be served now
+    pages = [api_client.get(url) for _ in range(2)]
+    assert {(p.status_code, p["X-Cache"]) for p in pages} == {(200, "MISS")}
+    assert pages[-1].json()["results"][0]["name"] == "Renamed while Redis is away"
+
+
 def test_sign_in_and_throttles_fail_open_while_redis_is_down(
     redis_server, tokens_for, user
 ):
