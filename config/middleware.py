@@ -10,6 +10,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.signals import got_request_exception, request_finished
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -174,3 +178,40 @@ class ProbeMiddleware:
         if probe is None:
             return self.get_response(request)
         return probe(request)
+
+
+def _for_the_api(request: HttpRequest) -> bool:
+    return request.path_info.startswith(_API_PATHS)
+
+
+_API_PATHS = settings.API_PREFIX.rstrip("/") + "/"
+
+
+class _SiteOnly:
+    """Leave the API's requests to the next middleware (mixed into Django's own).
+
+    The API authenticates by bearer token only (JWT): no session, no
+    messages, and DRF sets ``request.user``. Those middleware serve the admin
+    and the site's pages. They stay in MIDDLEWARE as subclasses of Django's
+    own, which the admin's checks require. (CSRF stays whole: the deploy
+    checks want Django's class itself, and API views are exempt from it.)
+    """
+
+    get_response: Callable[[HttpRequest], HttpResponse]
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if _for_the_api(request):
+            return self.get_response(request)
+        return super().__call__(request)  # type: ignore[misc]
+
+
+class SiteSessionMiddleware(_SiteOnly, SessionMiddleware):
+    """Django's sessions, for everything but the API."""
+
+
+class SiteAuthenticationMiddleware(_SiteOnly, AuthenticationMiddleware):
+    """Django's session user, for everything but the API (DRF authenticates it)."""
+
+
+class SiteMessageMiddleware(_SiteOnly, MessageMiddleware):
+    """Django's messages, for everything but the API."""

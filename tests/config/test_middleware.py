@@ -7,6 +7,7 @@ from django.db import connection
 from django.test import Client
 
 from config.logging import JSONFormatter
+from tests.factories import TEST_PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -170,3 +171,37 @@ def test_a_database_failure_in_a_middleware_is_a_503_too(settings):
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
     assert response.json()["code"] == "database_unavailable"
+
+
+def test_api_requests_skip_sessions_and_messages(auth_client, user):
+    client = auth_client(user)
+    # A session cookie sent along is not even read: the API is JWT only.
+    client.cookies["sessionid"] = "x" * 32
+    response = client.get("/api/v1/users/me/")
+    assert response.status_code == 200
+    assert not response.cookies
+    assert "Cookie" not in response.get("Vary", "")
+    request = response.wsgi_request
+    assert not hasattr(request, "session") and not hasattr(request, "_messages")
+    assert request.user == user  # set by DRF's authentication
+
+
+def test_the_admin_keeps_sessions_csrf_and_messages(admin_user):
+    client = Client(enforce_csrf_checks=True)
+    token = client.get("/admin/login/").cookies["csrftoken"].value
+    form = {"username": admin_user.email, "password": TEST_PASSWORD}
+    assert client.post("/admin/login/", form).status_code == 403  # no CSRF token
+    signed_in = client.post("/admin/login/", {**form, "csrfmiddlewaretoken": token})
+    assert signed_in.status_code == 302
+    assert "sessionid" in signed_in.cookies
+    rotated = client.cookies["csrftoken"].value
+    assert rotated != token
+    added = client.post(
+        "/admin/catalog/category/add/",
+        # Signing in rotated the CSRF token.
+        {"name": "Lamps", "slug": "lamps", "csrfmiddlewaretoken": rotated},
+        follow=True,
+    )
+    assert added.status_code == 200
+    # The success message went through the session's message storage.
+    assert "was added successfully" in added.content.decode()
