@@ -20,6 +20,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from config.cache.namespaces import read_many_versions
+from config.db_router import fresh_reads
 
 
 class Fragments:
@@ -75,7 +76,10 @@ class Fragments:
             else:
                 stale.append((pk, key, versions))
         if stale:
-            rendered = self.render([pk for pk, _, _ in stale])
+            # Entered after reading the versions the fragments are stored
+            # under: never from a replica behind a write whose bump they hold.
+            with fresh_reads():
+                rendered = self.render([pk for pk, _, _ in stale])
             timeout = getattr(settings, self.ttl_setting)
             expires = time.time() + timeout
             store = {}

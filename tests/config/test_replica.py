@@ -102,6 +102,8 @@ def test_a_lagging_replica_never_feeds_the_cache_or_the_signed_in_lookup(
     anonymous = Client(base_url)
     anonymous.get(product)
     assert anonymous.get(product).headers["x-cache"] == "HIT"
+    page = f"{API}/products/?limit=1"
+    anonymous.get(page)  # the product's list item is kept as a fragment
     cluster.pair.wait_caught_up()
     lagging_before = _metric(base_url, "lagging")
 
@@ -113,6 +115,11 @@ def test_a_lagging_replica_never_feeds_the_cache_or_the_signed_in_lookup(
         response = anonymous.get(product)
         assert response.headers["x-cache"] == "MISS"
         assert response.json()["price"] == "123.45"
+        # Its list item too: the page and the fragment are refilled from
+        # the primary.
+        response = anonymous.get(page)
+        assert response.headers["x-cache"] == "MISS"
+        assert response.json()["results"][0]["price"] == "123.45"
         primary_after, standby_after = _statements(cluster, "catalog_product")
         assert primary_after > primary_before
         assert standby_after == standby_before
