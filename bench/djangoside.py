@@ -185,7 +185,7 @@ def deferred_indexes() -> dict:
     from config import indexes
 
     return {
-        "names": [index.name for index in Product._meta.indexes],
+        "names": [index.name for index in indexes.deferrable_indexes(Product)],
         "memory": indexes.INDEX_BUILD_MEMORY,
         "workers": indexes.INDEX_BUILD_WORKERS,
     }

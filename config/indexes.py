@@ -1,10 +1,12 @@
-"""Index deferral for bulk loads: drop a model's Meta.indexes, load, build them back.
+"""Index deferral for bulk loads: drop a model's indexes, load, build them back.
 
-A model's ``Meta.indexes`` serve filters, orderings and search; a bulk load
-does not need them (an upsert needs only the primary key and the unique
-keys, which stay). Kept up row by row they cost more than the rest of a load
-into an empty table, while built once over the loaded table they cost a
-fraction of it. A session-level advisory lock per table marks a deliberate
+A model's ``Meta.indexes`` serve filters, orderings and search, and the field
+indexes Django's migrations add (a foreign key's, and the ``_like`` pattern
+index of an indexed or unique text field) serve lookups by those fields; a
+bulk load needs none of them (an upsert needs only the primary key and the
+unique keys, which stay). Kept up row by row they cost more than the rest of
+a load into an empty table, while built once over the loaded table they cost
+a fraction of it. A session-level advisory lock per table marks a deliberate
 deferral, so that another session never takes the missing indexes for the
 leftovers of a crash.
 """
@@ -12,10 +14,11 @@ leftovers of a crash.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.contrib.postgres.indexes import GinIndex
 from django.db import DatabaseError, OperationalError, connection, models, transaction
@@ -74,8 +77,61 @@ def index_lock(model: type[models.Model]) -> Iterator[bool]:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
+@dataclass(frozen=True)
+class DeferrableIndex:
+    """An index a bulk load may drop: its name and how migrations make it."""
+
+    name: str
+    gin: bool
+    # Each takes an open schema editor.
+    create: Callable[[Any], None]
+    drop: Callable[[Any], None]
+
+
+def _meta_index(model: type[models.Model], index: models.Index) -> DeferrableIndex:
+    return DeferrableIndex(
+        index.name,
+        isinstance(index, GinIndex),
+        create=lambda editor: editor.add_index(model, index),
+        drop=lambda editor: editor.remove_index(model, index),
+    )
+
+
+def _field_index(model: type[models.Model], statement: Any) -> DeferrableIndex:
+    name = str(statement.parts["name"]).strip('"')
+    return DeferrableIndex(
+        name,
+        False,
+        create=lambda editor: editor.execute(statement),
+        drop=lambda editor: editor.execute(editor._delete_index_sql(model, name)),
+    )
+
+
+def deferrable_indexes(model: type[models.Model]) -> list[DeferrableIndex]:
+    """Return *model*'s Meta.indexes, then its fields' indexes, as migrations make them.
+
+    The field indexes are the statements Django's schema editor gives a
+    field when a migration creates it: a foreign key's index and the
+    ``varchar_pattern_ops`` ``_like`` index of an indexed or unique text
+    field (same names, same definitions). Unique keys and the primary key
+    are constraints, not listed.
+    """
+    editor = connection.schema_editor()
+    deferrable = [_meta_index(model, index) for index in model._meta.indexes]
+    for model_field in model._meta.local_concrete_fields:
+        deferrable.extend(
+            _field_index(model, statement)
+            for statement in editor._field_indexes_sql(model, model_field)
+        )
+    return deferrable
+
+
 def indexes_missing(model: type[models.Model]) -> list[str]:
-    """Return the names of *model*'s Meta.indexes absent from the database."""
+    """Return the names of *model*'s deferrable indexes absent from the database."""
+    return [index.name for index in _missing(model)]
+
+
+def _missing(model: type[models.Model]) -> list[DeferrableIndex]:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT indexname FROM pg_indexes"
@@ -83,10 +139,10 @@ def indexes_missing(model: type[models.Model]) -> list[str]:
             [model._meta.db_table],
         )
         present = {name for (name,) in cursor.fetchall()}
-    return [i.name for i in model._meta.indexes if i.name not in present]
+    return [i for i in deferrable_indexes(model) if i.name not in present]
 
 
-def _build(model: type[models.Model], index: models.Index) -> None:
+def _build(model: type[models.Model], index: DeferrableIndex) -> None:
     with transaction.atomic(), connection.cursor() as cursor:
         # CREATE INDEX refuses a table with deferred foreign-key checks
         # pending in the enclosing transaction (a caller's or a test's).
@@ -99,10 +155,10 @@ def _build(model: type[models.Model], index: models.Index) -> None:
             [INDEX_BUILD_MEMORY],
         )
         with connection.schema_editor(atomic=False) as editor:
-            editor.add_index(model, index)
+            index.create(editor)
 
 
-def _build_in_thread(model: type[models.Model], index: models.Index) -> None:
+def _build_in_thread(model: type[models.Model], index: DeferrableIndex) -> None:
     try:
         _build(model, index)
     finally:
@@ -110,18 +166,23 @@ def _build_in_thread(model: type[models.Model], index: models.Index) -> None:
 
 
 def indexes_restore(model: type[models.Model]) -> list[str]:
-    """Create *model*'s missing Meta.indexes as migrations do; return their names.
+    """Create *model*'s missing deferrable indexes as migrations do; return their names.
 
     Outside a transaction they are built INDEX_BUILD_WORKERS at a time on
     connections of their own, each in its own transaction, so an interruption
     keeps those already built. Writes to the table wait meanwhile.
     """
-    missing = set(indexes_missing(model))
+    missing = _missing(model)
+    meta = {index.name for index in model._meta.indexes}
     # A GIN build takes several times as long as a btree one: starting them
-    # first lets the workers finish close together.
+    # first lets the workers finish close together. Then the Meta.indexes
+    # (last first), then the field indexes.
     todo = sorted(
-        (index for index in reversed(model._meta.indexes) if index.name in missing),
-        key=lambda index: not isinstance(index, GinIndex),
+        [
+            *reversed([index for index in missing if index.name in meta]),
+            *[index for index in missing if index.name not in meta],
+        ],
+        key=lambda index: not index.gin,
     )
     if len(todo) < 2 or connection.in_atomic_block:
         # Other connections could neither see this transaction's rows nor get
@@ -144,7 +205,7 @@ def indexes_restore(model: type[models.Model]) -> list[str]:
 
 
 def indexes_drop(model: type[models.Model]) -> list[str]:
-    """Drop *model*'s Meta.indexes; return their names.
+    """Drop *model*'s deferrable indexes; return their names.
 
     Call it under index_lock() and build them back with indexes_restore();
     until then lists and searches scan the table. The primary key and unique
@@ -152,7 +213,7 @@ def indexes_drop(model: type[models.Model]) -> list[str]:
     DROP_LOCK_WAIT: rather than stall readers behind a long transaction.
     """
     missing = set(indexes_missing(model))
-    dropped = [index for index in model._meta.indexes if index.name not in missing]
+    dropped = [i for i in deferrable_indexes(model) if i.name not in missing]
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
@@ -160,7 +221,7 @@ def indexes_drop(model: type[models.Model]) -> list[str]:
             )
             with connection.schema_editor(atomic=False) as editor:
                 for index in dropped:
-                    editor.remove_index(model, index)
+                    index.drop(editor)
     except OperationalError as exc:
         if not _lock_not_available(exc):
             raise
@@ -191,7 +252,7 @@ class Deferral:
 def deferred_indexes(
     model: type[models.Model], *, defer: bool | None
 ) -> Iterator[Deferral]:
-    """Run a bulk load of *model* with its Meta.indexes dropped, then build them.
+    """Run a bulk load of *model* with its deferrable indexes dropped, then build them.
 
     Under index_lock(): first builds the indexes an interrupted load left
     missing, then drops them all when *defer* is True, or None and the table
@@ -207,7 +268,7 @@ def deferred_indexes(
                 defer = not model._default_manager.exists()
             if defer:
                 deferral.dropped = indexes_drop(model)
-                deferral.busy = not deferral.dropped and bool(model._meta.indexes)
+                deferral.busy = not deferral.dropped and bool(deferrable_indexes(model))
         try:
             yield deferral
         finally:
