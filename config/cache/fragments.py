@@ -3,23 +3,26 @@
 A list page of twenty objects is invalidated by every insert ahead of it, but
 each of its objects' JSON changes only when that object (or what it embeds)
 does. ``Fragments`` keeps every object's rendered JSON as an entry of its own,
-stored and served exactly as ``get_or_compute`` keeps responses (with the
-versions read before computing it, and its expiry), so a page that misses its
-own entry is put together from the fragments of its objects: one round trip
-to Redis for all of them, and the database only for the objects whose
-fragment is missing or stale.
+stored and served exactly as ``get_or_compute`` keeps responses
+(``versioned_entry``: the versions read before computing it, and its
+expiry), so a page that misses its own entry is put together from the
+fragments of its objects: one round trip to Redis for all of them, and the
+database only for the objects whose fragment is missing or stale.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 
-from config.cache.namespaces import read_many_versions
+from config.cache.namespaces import (
+    read_many_versions,
+    versioned_entry,
+    versioned_value,
+)
 from config.db_router import fresh_reads
 
 
@@ -60,19 +63,14 @@ class Fragments:
             return []
         keys = [self.key(pk) for pk in pks]
         read = read_many_versions(keys, [self.dependencies(pk) for pk in pks])
-        now = time.time()
         fragments: dict[Any, bytes] = {}
         stale: list[tuple[Any, str, tuple[str, ...] | None]] = []
         for index, (pk, key) in enumerate(zip(pks, keys, strict=True)):
             versions = None if read is None else read[0][index]
             entry = None if read is None else read[1].get(key)
-            if (
-                isinstance(entry, tuple)
-                and len(entry) == 3
-                and entry[0] == versions
-                and entry[2] > now
-            ):
-                fragments[pk] = entry[1]
+            fragment = versioned_value(entry, versions)
+            if fragment is not None:
+                fragments[pk] = fragment
             else:
                 stale.append((pk, key, versions))
         if stale:
@@ -81,7 +79,6 @@ class Fragments:
             with fresh_reads():
                 rendered = self.render([pk for pk, _, _ in stale])
             timeout = getattr(settings, self.ttl_setting)
-            expires = time.time() + timeout
             store = {}
             for pk, key, versions in stale:
                 fragment = rendered.get(pk)
@@ -89,7 +86,7 @@ class Fragments:
                     continue  # gone meanwhile: the caller decides what that means
                 fragments[pk] = fragment
                 if versions is not None:
-                    store[key] = ((versions, fragment, expires), timeout)
+                    store[key] = (versioned_entry(versions, fragment, timeout), timeout)
             if store:
                 cache.set_many_expiring(store)
         return [fragments[pk] for pk in pks if pk in fragments]

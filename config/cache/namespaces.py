@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import time
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
@@ -195,6 +196,27 @@ def read_many_versions(
         (run, *(found[version_keys[name]] for name in group)) for group in names
     ]
     return versions, found
+
+
+def versioned_entry(versions: tuple[str, ...], value: Any, timeout: int) -> tuple:
+    """Return what to store for *value*, computed under *versions*, for *timeout* s.
+
+    The entry carries its expiry time, so a local copy is not served past
+    *timeout* even before Redis gets round to expiring the key.
+    """
+    return (versions, value, time.time() + timeout)
+
+
+def versioned_value(entry: Any, versions: tuple[str, ...] | None) -> Any:
+    """Return the value of a stored *entry* if *versions* still hold, else None."""
+    if (
+        isinstance(entry, tuple)
+        and len(entry) == 3
+        and entry[0] == versions
+        and entry[2] > time.time()
+    ):
+        return entry[1]
+    return None
 
 
 def namespace_versions(*names: str) -> dict[str, str] | None:

@@ -15,7 +15,7 @@ from django.http import HttpResponse, HttpResponseBase
 
 from config.api.mixins import etag_matches
 from config.cache.backend import last_operation_failed
-from config.cache.namespaces import read_versions
+from config.cache.namespaces import read_versions, versioned_entry, versioned_value
 from config.db_router import fresh_reads
 from config.metrics import CACHE_HITS, CACHE_MISSES
 
@@ -98,14 +98,7 @@ def get_or_compute(
 
     def lookup() -> tuple[tuple[str, ...] | None, Any]:
         versions, entry = read_versions(key, namespaces)
-        if (
-            isinstance(entry, tuple)
-            and len(entry) == 3
-            and entry[0] == versions
-            and entry[2] > time.time()
-        ):
-            return versions, entry[1]
-        return versions, None
+        return versions, versioned_value(entry, versions)
 
     versions, value = lookup()
     if value is not None:
@@ -126,7 +119,7 @@ def get_or_compute(
     try:
         value = compute()
         if value is not None:
-            cache.set(key, (versions, value, time.time() + timeout), timeout)
+            cache.set(key, versioned_entry(versions, value, timeout), timeout)
     finally:
         if locked:
             cache.delete(lock_key)

@@ -22,7 +22,7 @@ from django.core.cache import cache, caches
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-import config.cache.views
+import config.cache.namespaces
 from catalog.models import Product
 from config.cache.backend import FailOpenRedisCache, last_operation_failed
 from config.cache.local_copies import LocalCopies
@@ -247,7 +247,7 @@ def test_an_entry_is_not_served_past_its_timeout(redis_server, monkeypatch):
     clock = types.SimpleNamespace(
         time=lambda: later, monotonic=time.monotonic, sleep=time.sleep
     )
-    monkeypatch.setattr(config.cache.views, "time", clock)
+    monkeypatch.setattr(config.cache.namespaces, "time", clock)  # entries expiry
     assert get_or_compute("e", lambda: b"3", timeout=60) == (b"3", False)
 
 
