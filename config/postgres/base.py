@@ -33,8 +33,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
             # A failed transaction refuses queries (Django's SELECT 1 would
             # fail too); an unknown state is a lost connection.
             return False
+        # poll(), not select(): select() refuses descriptors above 1023, which
+        # a busy process reaches, and would then reconnect on every request.
+        poller = select.poll()
         try:
-            readable, _, _ = select.select([connection.fileno()], [], [], 0)
+            poller.register(connection.fileno(), select.POLLIN)
+            return not poller.poll(0)
         except (OSError, ValueError):
             return False
-        return not readable
