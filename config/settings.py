@@ -111,6 +111,11 @@ DB_IDLE_IN_TRANSACTION_TIMEOUT_MS = env.int(
     "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", default=60_000
 )
 DB_CONNECT_TIMEOUT = env.int("DB_CONNECT_TIMEOUT", default=3)
+# The hottest reads (config.compiled) run as statements PostgreSQL prepares
+# once per connection. Off behind a pooler that cannot keep prepared
+# statements across transactions (PgBouncer in transaction mode before 1.21,
+# or without max_prepared_statements).
+DB_PREPARED_STATEMENTS = env.bool("DB_PREPARED_STATEMENTS", default=True)
 
 if "DATABASE_URL" in env.ENVIRON:
     _default_db = env.db("DATABASE_URL")
@@ -137,6 +142,9 @@ def _database(
             " -c idle_in_transaction_session_timeout="
             f"{DB_IDLE_IN_TRANSACTION_TIMEOUT_MS} -c jit=off"
         ),
+        # Django's cursors bind on the client and never prepare; this lets
+        # config.postgres' prepared_cursor() prepare (None: psycopg never does).
+        "prepare_threshold": 5 if DB_PREPARED_STATEMENTS else None,
     }
     if pooled and DB_CONNECTIONS == "pool":
         options["pool"] = {
