@@ -159,6 +159,16 @@ def _forgetting(method: Callable) -> Callable:
 
 _slow_set = _forgetting(RedisCache.set)
 _slow_add = _forgetting(RedisCache.add)
+
+
+def _set_command(
+    name: str, encoded: Any, timeout: int | None, *flags: str
+) -> tuple[Any, ...]:
+    """Return the SET command of key *name* (made) to *encoded* for *timeout* s."""
+    expiry = () if timeout is None else ("EX", int(timeout))
+    return ("SET", name, encoded, *expiry, *flags)
+
+
 _slow_delete = _forgetting(RedisCache.delete)
 
 
@@ -214,28 +224,45 @@ class FailOpenRedisCache(RedisCache):
         }
 
     @_fail_open(False)
-    def set_many_expiring(self, entries: dict[str, tuple[Any, int | None]]) -> bool:
+    def set_many_expiring(
+        self,
+        entries: dict[str, tuple[Any, int | None]],
+        absent: dict[str, tuple[Any, int | None]] | None = None,
+    ) -> bool:
         """Set each key of *entries* to (value, timeout in s or None) in one MULTI.
 
         ``set_many`` takes one timeout for all its keys: keys with different
-        timeouts would take one round trip each.
+        timeouts would take one round trip each. Each key of *absent* is set
+        only if it does not exist (SET NX, outside the MULTI), in the same
+        round trip: the versions drawn for entries computed under them.
         """
+        absent = absent or {}
         names = [self.make_key(key) for key in entries]
-        commands: list[tuple[Any, ...]] = [("MULTI",)]
-        for name, (value, timeout) in zip(names, entries.values(), strict=True):
-            expiry = () if timeout is None else ("EX", int(timeout))
-            commands.append(("SET", name, self.client.encode(value), *expiry))
-        commands.append(("EXEC",))
+        absent_names = [self.make_key(key) for key in absent]
+        adds = [
+            _set_command(name, self.client.encode(value), timeout, "NX")
+            for name, (value, timeout) in zip(
+                absent_names, absent.values(), strict=True
+            )
+        ]
+        sets = [
+            _set_command(name, self.client.encode(value), timeout)
+            for name, (value, timeout) in zip(names, entries.values(), strict=True)
+        ]
         try:
             if self._fast_writes():
-                self._execute(commands)
+                # One SET is atomic by itself.
+                atomic = sets if len(sets) == 1 else [("MULTI",), *sets, ("EXEC",)]
+                self._execute([*adds, *atomic])
             else:
+                for key, (value, timeout) in absent.items():
+                    _slow_add(self, key, value, timeout)
                 pipe = self.client.get_client(write=True).pipeline(transaction=True)
-                for command in commands[1:-1]:
+                for command in sets:
                     pipe.execute_command(*command)
                 pipe.execute()
         finally:
-            registry.forget(names)
+            registry.forget([*names, *absent_names])
         return True
 
     @_fail_open(set())
@@ -252,10 +279,10 @@ class FailOpenRedisCache(RedisCache):
                 if _slow_add(self, key, value, timeout)
             }
         names = [self.make_key(key) for key in entries]
-        commands = []
-        for name, (value, timeout) in zip(names, entries.values(), strict=True):
-            expiry = () if timeout is None else ("EX", int(timeout))
-            commands.append(("SET", name, self.client.encode(value), *expiry, "NX"))
+        commands = [
+            _set_command(name, self.client.encode(value), timeout, "NX")
+            for name, (value, timeout) in zip(names, entries.values(), strict=True)
+        ]
         try:
             replies = self._execute(commands)
         finally:

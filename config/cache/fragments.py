@@ -16,10 +16,10 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 
 from config.cache.namespaces import (
     read_many_versions,
+    store_entries,
     versioned_entry,
     versioned_value,
 )
@@ -62,7 +62,11 @@ class Fragments:
         if not pks:
             return []
         keys = [self.key(pk) for pk in pks]
-        read = read_many_versions(keys, [self.dependencies(pk) for pk in pks])
+        # A new object's version is drawn here and added with its fragment.
+        drawn: dict[str, tuple[str, int | None]] = {}
+        read = read_many_versions(
+            keys, [self.dependencies(pk) for pk in pks], drawn=drawn
+        )
         fragments: dict[Any, bytes] = {}
         stale: list[tuple[Any, str, tuple[str, ...] | None]] = []
         for index, (pk, key) in enumerate(zip(pks, keys, strict=True)):
@@ -88,5 +92,5 @@ class Fragments:
                 if versions is not None:
                     store[key] = (versioned_entry(versions, fragment, timeout), timeout)
             if store:
-                cache.set_many_expiring(store)
+                store_entries(store, drawn)
         return [fragments[pk] for pk in pks if pk in fragments]

@@ -139,7 +139,10 @@ def _server_run() -> str:
 
 
 def read_versions(
-    key: str | None, names: Iterable[str]
+    key: str | None,
+    names: Iterable[str],
+    *,
+    drawn: dict[str, tuple[str, int | None]] | None = None,
 ) -> tuple[tuple[str, ...] | None, Any]:
     """Return (the versions of *names*, the value at *key*) in one round trip.
 
@@ -148,9 +151,10 @@ def read_versions(
     The first of the versions is the Redis server's ``run_id``, new at every
     start of the server: a restarted Redis, empty or restored from its
     persistence files, may hold entries and versions from before bumps it
-    missed while it was away, and none of them is served again.
+    missed while it was away, and none of them is served again. With
+    *drawn*, see ``read_many_versions``.
     """
-    read = read_many_versions([key] if key else [], [tuple(names)])
+    read = read_many_versions([key] if key else [], [tuple(names)], drawn=drawn)
     if read is None:
         return None, None
     (versions,), found = read
@@ -158,13 +162,24 @@ def read_versions(
 
 
 def read_many_versions(
-    keys: Sequence[str], names: Sequence[tuple[str, ...]]
+    keys: Sequence[str],
+    names: Sequence[tuple[str, ...]],
+    *,
+    drawn: dict[str, tuple[str, int | None]] | None = None,
 ) -> tuple[list[tuple[str, ...]], dict[str, Any]] | None:
     """Return the versions of each tuple of *names*, and the values of *keys* found.
 
     ``read_versions`` for several entries at once: one round trip for all
     the keys and every version they depend on, and one more for all the
     version keys that were missing. None when the cache is down.
+
+    With *drawn* (a dict), that second round trip is left to the caller for
+    single objects' versions (a first read of an object): a missing one is
+    drawn here and put in *drawn* (version key: (version, timeout)), for
+    ``store_entries`` to add along with the entries computed under it. An
+    entry whose version lost that race (another process added its own
+    first, or a write bumped it) carries a version Redis does not hold, so
+    it is never served: nothing stale can be.
     """
     ledger.catch_up()
     version_keys = {name: _version_key(name) for group in names for name in group}
@@ -176,6 +191,14 @@ def read_many_versions(
         for name, k in version_keys.items()
         if k not in found
     }
+    if missing and drawn is not None:
+        # One object's version only: a shared one may be read again, missing
+        # still, by what the caller computes (a page reads its items'
+        # fragments), which would draw another and make this entry unservable.
+        for name, k in version_keys.items():
+            if k in missing and is_object_namespace(name):
+                drawn[k] = missing.pop(k)
+                found[k] = drawn[k][0]
     if missing:
         added = (
             cache.add_many_expiring(missing)
@@ -196,6 +219,26 @@ def read_many_versions(
         (run, *(found[version_keys[name]] for name in group)) for group in names
     ]
     return versions, found
+
+
+def store_entries(
+    entries: dict[str, tuple[Any, int]],
+    drawn: dict[str, tuple[str, int | None]] | None = None,
+) -> None:
+    """Store *entries* (key: (entry, timeout in s)) in one round trip.
+
+    The versions *drawn* for them (``read_many_versions``) are added in the
+    same round trip, each only if its key is still absent.
+    """
+    if hasattr(cache, "set_many_expiring") and all(
+        timeout >= 1 for _, timeout in entries.values()
+    ):
+        cache.set_many_expiring(entries, absent=drawn)
+        return
+    for key, (version, timeout) in (drawn or {}).items():
+        cache.add(key, version, timeout)
+    for key, (entry, timeout) in entries.items():
+        cache.set(key, entry, timeout)
 
 
 def versioned_entry(versions: tuple[str, ...], value: Any, timeout: int) -> tuple:

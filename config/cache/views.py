@@ -15,7 +15,12 @@ from django.http import HttpResponse, HttpResponseBase
 
 from config.api.mixins import etag_matches
 from config.cache.backend import last_operation_failed
-from config.cache.namespaces import read_versions, versioned_entry, versioned_value
+from config.cache.namespaces import (
+    read_versions,
+    store_entries,
+    versioned_entry,
+    versioned_value,
+)
 from config.db_router import fresh_reads
 from config.metrics import CACHE_HITS, CACHE_MISSES
 
@@ -96,8 +101,13 @@ def get_or_compute(
     nothing.
     """
 
+    # Without the lock, a missing version (a first read of an object) is
+    # drawn here and added with the entry: one round trip fewer. The lock
+    # is keyed on the versions, which concurrent misses must share.
+    drawn: dict[str, tuple[str, int | None]] | None = None if single_flight else {}
+
     def lookup() -> tuple[tuple[str, ...] | None, Any]:
-        versions, entry = read_versions(key, namespaces)
+        versions, entry = read_versions(key, namespaces, drawn=drawn)
         return versions, versioned_value(entry, versions)
 
     versions, value = lookup()
@@ -119,7 +129,9 @@ def get_or_compute(
     try:
         value = compute()
         if value is not None:
-            cache.set(key, versioned_entry(versions, value, timeout), timeout)
+            store_entries(
+                {key: (versioned_entry(versions, value, timeout), timeout)}, drawn
+            )
     finally:
         if locked:
             cache.delete(lock_key)

@@ -14,6 +14,7 @@ from django.utils import timezone
 from accounts.models import User
 from catalog.invalidation import EVERY_PRODUCT, PRODUCT
 from catalog.models import Category, Product
+from config.cache.local_copies import TrackedReader
 from config.cache.namespaces import (
     NAMESPACE_CATEGORIES,
     NAMESPACE_OWNERS,
@@ -385,6 +386,86 @@ def test_only_costly_misses_take_the_stampede_lock(client, monkeypatch, url, loc
     # The entry is stored either way, and the lock (if any) is released.
     assert client.get(url)["X-Cache"] == "HIT"
     assert all(cache.get(key) is None for key in taken)
+
+
+@pytest.fixture
+def redis_writes(monkeypatch) -> list[list[tuple]]:
+    """Record the commands of each round trip that writes to Redis."""
+    sent: list[list[tuple]] = []
+    execute = TrackedReader.execute
+
+    def recording(self, commands):
+        if any(command[0] == "SET" for command in commands):
+            sent.append([tuple(command) for command in commands])
+        return execute(self, commands)
+
+    monkeypatch.setattr(TrackedReader, "execute", recording)
+    return sent
+
+
+def _added(commands: list[tuple]) -> list[str]:
+    return [c[1] for c in commands if c[0] == "SET" and c[-1] == "NX"]
+
+
+def test_a_first_read_of_a_product_adds_its_version_with_its_entry(
+    client, product, redis_writes
+):
+    versions()  # the shared versions exist: only the product's is missing
+    redis_writes.clear()
+    url = f"/api/v1/products/{product.pk}/"
+    assert client.get(url)["X-Cache"] == "MISS"
+    # One round trip stored the entry and added the product's new version.
+    [commands] = redis_writes
+    assert _added(commands) == [cache.make_key(f"ns:{own(product)}")]
+    assert len(commands) == 2
+    assert client.get(url)["X-Cache"] == "HIT"
+
+
+def test_a_page_of_new_products_adds_their_versions_with_their_fragments(
+    client, redis_writes
+):
+    products = ProductFactory.create_batch(3)
+    versions()
+    redis_writes.clear()
+    url = "/api/v1/products/?limit=3"
+    assert client.get(url)["X-Cache"] == "MISS"
+    # The fragments and their products' versions in one round trip, then the
+    # page's own entry.
+    fragments, page = redis_writes
+    assert sorted(_added(fragments)) == sorted(
+        cache.make_key(f"ns:{own(product)}") for product in products
+    )
+    assert _added(page) == []
+    # Stored under the versions they added: an insert elsewhere invalidates
+    # the page, whose items are then served from their fragments.
+    bump_namespace(NAMESPACE_PRODUCTS)
+    redis_writes.clear()
+    assert client.get(url)["X-Cache"] == "MISS"
+    [page] = redis_writes
+    assert len(page) == 1
+
+
+@pytest.mark.parametrize("racer", ["write", "other-reader"])
+def test_an_entry_under_a_drawn_version_that_lost_is_never_served(racer):
+    name = object_namespace(PRODUCT, 10**12)
+
+    def compute_while_racing():
+        # Between this read's version lookup and its store: a write commits
+        # and bumps, or another reader adds the version it drew.
+        if racer == "write":
+            bump_namespace(name)
+        else:
+            cache.add(f"ns:{name}", "drawn-elsewhere", 60)
+        return b"computed before"
+
+    def read(compute):
+        return get_or_compute(
+            "k", compute, timeout=60, namespaces=(name,), single_flight=False
+        )
+
+    assert read(compute_while_racing) == (b"computed before", False)
+    assert read(lambda: b"computed after") == (b"computed after", False)
+    assert read(lambda: b"unused") == (b"computed after", True)
 
 
 def test_cache_key_ignores_query_order_but_not_host_or_audience(settings):
