@@ -8,10 +8,12 @@ view sums the files, so a scrape is right whichever worker answers it.
 
 from __future__ import annotations
 
+import glob
 import hmac
 import ipaddress
 import os
 from functools import cache
+from typing import Any
 
 import prometheus_client
 from django.conf import settings
@@ -88,6 +90,31 @@ def metrics_access_allowed(request: HttpRequest) -> bool:
     return any(peer in network for network in networks)
 
 
+class WorkerFilesCollector(multiprocess.MultiProcessCollector):
+    """prometheus_client's multiprocess collector, past workers' empty files.
+
+    A worker creates its metrics file before sizing it: read in between (or
+    left so by a worker killed then), the empty file fails the whole merge,
+    a 500 for every scrape (prometheus/client_python#1199). An empty file
+    holds no samples, so it is skipped.
+    """
+
+    def collect(self) -> Any:
+        files = [
+            path
+            for path in glob.glob(os.path.join(self._path, "*.db"))
+            if _size(path) > 0
+        ]
+        return self.merge(files, accumulate=True)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0  # removed meanwhile (a restart empties the directory)
+
+
 @never_cache
 @require_safe
 def metrics_view(request: HttpRequest) -> HttpResponse:
@@ -99,7 +126,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         )
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = prometheus_client.CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        WorkerFilesCollector(registry)
     else:
         registry = prometheus_client.REGISTRY
     return HttpResponse(

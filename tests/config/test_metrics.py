@@ -1,6 +1,7 @@
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.metrics import (
@@ -95,6 +96,20 @@ def test_project_counters_are_exported(client):
     ]:
         assert _samples(text, name, **labels), name
     assert _samples(text, "app_bulk_rows_written_total", model="product")[0] >= 3
+
+
+def test_an_empty_worker_file_does_not_fail_the_scrape(client, tmp_path, monkeypatch):
+    # A worker's file exists empty until it is sized: read then (or left so
+    # by a worker killed then), it used to fail every scrape with a 500.
+    written = MmapedDict(str(tmp_path / "counter_101.db"))
+    key = mmap_key("app_probe_total", "app_probe_total", [], [], "A probe.")
+    written.write_value(key, 3.0, 0)
+    written.close()
+    (tmp_path / "counter_102.db").touch()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert _samples(response.content.decode(), "app_probe_total") == [3.0]
 
 
 def _requests_total(text: str) -> float:
