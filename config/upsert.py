@@ -250,8 +250,18 @@ def insert_missing(
     return result.created
 
 
-def analyze(*models_: type[models.Model]) -> None:
-    """Refresh the planner statistics of the models' tables after a bulk load."""
+def analyze(*models_: type[models.Model], vacuum: bool = False) -> bool:
+    """Refresh the planner statistics of the models' tables after a bulk load.
+
+    With *vacuum* (and outside a transaction, where VACUUM cannot run), the
+    tables are vacuumed too: a table just loaded has no page marked
+    all-visible, so its index-only scans fetch every row from the heap until
+    autovacuum gets round to it (a list by category at 10,000,000 products:
+    32 ms, 18 ms after a VACUUM that took 9 s). Return whether they were.
+    """
+    vacuum = vacuum and not connection.in_atomic_block
+    command = "VACUUM (ANALYZE)" if vacuum else "ANALYZE"
     with connection.cursor() as cursor:
         for model in models_:
-            cursor.execute(f"ANALYZE {model._meta.db_table}")
+            cursor.execute(f"{command} {model._meta.db_table}")
+    return vacuum

@@ -21,6 +21,7 @@ from catalog.validation import (
 from config.bulkio import ImportCommand, Record, Rejection, UpsertResult
 from config.indexes import Deferral, deferred_indexes, indexes_missing
 from config.metrics import BULK_ROWS_WRITTEN
+from config.upsert import analyze
 
 MSG_NO_OWNER = "No user with this email address."
 MSG_NO_CATEGORY = "No category with this slug (--create-categories creates it)."
@@ -162,6 +163,15 @@ class Command(ImportCommand):
             self.stdout.write(
                 f"indexes built in {time.monotonic() - started:.1f} s:"
                 f" {', '.join(names)}"
+            )
+        # A load big enough to defer the indexes leaves the table unvacuumed:
+        # lists would read every row from the heap until autovacuum came.
+        started = time.monotonic()
+        vacuumed = analyze(Product, vacuum=True)
+        if self.verbosity >= 2:
+            done = "vacuumed and analyzed" if vacuumed else "analyzed"
+            self.stdout.write(
+                f"catalog_product {done} in {time.monotonic() - started:.1f} s"
             )
 
     def check_options(self, options: dict[str, Any]) -> None:
