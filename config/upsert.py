@@ -262,6 +262,18 @@ def analyze(*models_: type[models.Model], vacuum: bool = False) -> bool:
     vacuum = vacuum and not connection.in_atomic_block
     command = "VACUUM (ANALYZE)" if vacuum else "ANALYZE"
     with connection.cursor() as cursor:
-        for model in models_:
-            cursor.execute(f"{command} {model._meta.db_table}")
+        if vacuum:
+            # A big table's VACUUM outlasts statement_timeout; lifted for it
+            # only (VACUUM runs outside a transaction: no SET LOCAL).
+            cursor.execute("SHOW statement_timeout")
+            (timeout,) = cursor.fetchone()
+            cursor.execute("SET statement_timeout = 0")
+        try:
+            for model in models_:
+                cursor.execute(f"{command} {model._meta.db_table}")
+        finally:
+            if vacuum:
+                cursor.execute(
+                    "SELECT set_config('statement_timeout', %s, false)", [timeout]
+                )
     return vacuum

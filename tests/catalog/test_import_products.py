@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import IntegrityError, connection, transaction
@@ -619,6 +620,11 @@ def test_committed_load_builds_the_indexes_on_other_connections(tmp_path):
         )
         visible, pages = cursor.fetchone()
     assert 0 < visible == pages
+    with connection.cursor() as cursor:  # lifted for the VACUUM only
+        cursor.execute(
+            "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'"
+        )
+        assert cursor.fetchone()[0] == str(settings.DB_STATEMENT_TIMEOUT_MS)
     assert len(index_statements(queries, "DROP INDEX")) == len(DEFERRED_INDEXES)
     assert index_statements(queries, "CREATE INDEX") == []
     assert product_indexes() == before
