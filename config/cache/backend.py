@@ -159,6 +159,7 @@ def _forgetting(method: Callable) -> Callable:
 
 _slow_set = _forgetting(RedisCache.set)
 _slow_add = _forgetting(RedisCache.add)
+_slow_delete = _forgetting(RedisCache.delete)
 
 
 def _set_command(
@@ -167,9 +168,6 @@ def _set_command(
     """Return the SET command of key *name* (made) to *encoded* for *timeout* s."""
     expiry = () if timeout is None else ("EX", int(timeout))
     return ("SET", name, encoded, *expiry, *flags)
-
-
-_slow_delete = _forgetting(RedisCache.delete)
 
 
 class FailOpenRedisCache(RedisCache):
