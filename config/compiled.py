@@ -47,7 +47,13 @@ def _with_key(params: tuple[Any, ...], pk: Any) -> list[Any]:
     return [_key(pk) if p == KEY_PLACEHOLDER else p for p in params]
 
 
-def _cursor(db: str) -> CursorWrapper:
+def prepared_cursor(db: str) -> CursorWrapper:
+    """Return a cursor on *db* that prepares its statements (``config.postgres``).
+
+    Only for SQL compiled once and sent with its parameters: a statement is
+    prepared per SQL text. A backend without prepared statements (another
+    engine) hands out its plain cursor.
+    """
     connection = connections[db]
     prepared = getattr(connection, "prepared_cursor", None)
     return connection.cursor() if prepared is None else prepared()
@@ -93,7 +99,7 @@ class CompiledRead:
     ) -> tuple[Any, ...] | None:
         """Return the values of row *pk* on *queryset*'s database, or None."""
         db, sql, params, _ = self._statement(queryset)
-        with _cursor(db) as cursor:
+        with prepared_cursor(db) as cursor:
             cursor.execute(sql, _with_key(params, pk))
             return cursor.fetchone()
 
@@ -105,7 +111,7 @@ class CompiledRead:
         loaded fields, the rest are deferred.
         """
         db, sql, params, names = self._statement(queryset)
-        with _cursor(db) as cursor:
+        with prepared_cursor(db) as cursor:
             cursor.execute(sql, _with_key(params, pk))
             row = cursor.fetchone()
         return None if row is None else queryset.model.from_db(db, names, row)
@@ -122,7 +128,7 @@ class CompiledRead:
             return []
         db, sql, params, _ = self._statement(queryset, len(pks))
         keys = {KEY_PLACEHOLDER - n: _key(pk) for n, pk in enumerate(pks)}
-        with _cursor(db) as cursor:
+        with prepared_cursor(db) as cursor:
             cursor.execute(
                 sql, [keys.get(p, p) if isinstance(p, int) else p for p in params]
             )

@@ -115,14 +115,14 @@ def test_low_stock_lists_active_products_at_or_under_threshold(catalog):
 
 
 def test_query_count_does_not_grow_with_rows(catalog, django_assert_num_queries):
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(3):
         dashboard()
     category = catalog["tools"]
     ProductFactory.create_batch(
         20, category=category, owner=Product.objects.first().owner
     )
     CategoryFactory.create_batch(5)
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(3):
         dashboard()
 
 
