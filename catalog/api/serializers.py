@@ -104,8 +104,8 @@ class ProductSerializer(serializers.ModelSerializer[Product]):
 _PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_DECIMAL_PLACES)
 
 
-def _iso_datetime(value: Any, zone: tzinfo) -> str:
-    # DRF's DateTimeField: the current time zone, ISO 8601, "Z" for UTC.
+def iso_datetime(value: Any, zone: tzinfo) -> str:
+    """Return *value* as DRF's DateTimeField shows it in *zone* (ISO 8601, "Z")."""
     text = value.astimezone(zone).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
@@ -169,8 +169,8 @@ def product_row_representation(
         "is_active": is_active,
         "category": {"id": category_id, "name": category_name, "slug": category_slug},
         "owner": {"id": owner_id, "username": owner_username},
-        "created_at": _iso_datetime(created_at, zone),
-        "updated_at": _iso_datetime(updated_at, zone),
+        "created_at": iso_datetime(created_at, zone),
+        "updated_at": iso_datetime(updated_at, zone),
     }
 
 

@@ -1,11 +1,14 @@
 import datetime
+import json
 from decimal import Decimal
 
 import pytest
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework import serializers
 
 from catalog.analytics import dashboard
+from catalog.api.dashboard import DashboardSerializer, dashboard_representation
 from catalog.models import Product
 from tests.factories import CategoryFactory, ProductFactory, UserFactory
 
@@ -132,6 +135,23 @@ def test_anonymous_gets_401(api_client):
 
 def test_non_staff_gets_403(auth_client, user):
     assert auth_client(user).get(URL).status_code == 403
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris"])
+def test_representation_equals_the_declared_fields(catalog, settings, zone):
+    ProductFactory(category=catalog["tools"], price=Decimal("0.05"), stock=2)
+    settings.TIME_ZONE = zone  # DRF shows the current time zone
+    with timezone.override(zone):
+        figures = dashboard(low_stock_threshold=3)
+        declared = serializers.Serializer.to_representation(
+            DashboardSerializer(), figures
+        )
+        built = dashboard_representation(figures)
+    assert built == declared
+    # Key order too, at every depth: the bytes are the same.
+    assert json.dumps(built) == json.dumps(declared)
+    assert any(c["average_price"] is None for c in built["categories"])
+    assert built["generated_at"].endswith("Z" if zone == "UTC" else ":00")
 
 
 def test_staff_gets_figures_as_json(auth_client, staff_user, catalog):
