@@ -51,13 +51,24 @@ def _low_stock_by_category(threshold: int) -> dict[int, int]:
     )
 
 
+# CategoryStats' summed fields, in the order _categories_sql() returns them.
+_CATEGORY_SUMS = (
+    "products",
+    "active_products",
+    "low_stock_products",
+    "price_sum",
+    "stock_value",
+    "stock_units",
+)
+
+
 def _columns(model: type[models.Model], *names: str) -> list[str]:
     return [model._meta.get_field(name).column for name in names]
 
 
 @functools.cache
 def _categories_sql() -> str:
-    """Each category with the sums of its statistics rows, by name: one statement."""
+    """Return the SQL of each category with the sums of its statistics rows, by name."""
     category = Category._meta.db_table
     stats = CategoryStats._meta.db_table
     key, *sums = _columns(CategoryStats, "category", *_CATEGORY_SUMS)
@@ -68,13 +79,13 @@ def _categories_sql() -> str:
         f"SELECT c.{pk}, c.{name}, c.{slug}, {', '.join(f's.{c}' for c in sums)}"  # noqa: S608
         f" FROM {category} c LEFT JOIN"
         f" (SELECT {key}, {summed} FROM {stats} GROUP BY {key}) s"
-        f" ON s.{key} = c.{pk} ORDER BY c.{name}"
+        f" ON s.{key} = c.{pk} ORDER BY c.{name}, c.{pk}"
     )
 
 
 @functools.cache
 def _days_sql() -> str:
-    """Per subject, the sums of each day from a given date and of all days before."""
+    """Return the SQL of the days' sums per subject: each day from a date, the rest."""
     subject, day, created, active = _columns(
         DayStats, "subject", "day", "created", "active"
     )
@@ -83,17 +94,6 @@ def _days_sql() -> str:
         f" SUM({created}), SUM({active})"
         f" FROM {DayStats._meta.db_table} GROUP BY 1, 2"
     )
-
-
-# CategoryStats' summed fields, in the order _categories_sql() returns them.
-_CATEGORY_SUMS = (
-    "products",
-    "active_products",
-    "low_stock_products",
-    "price_sum",
-    "stock_value",
-    "stock_units",
-)
 
 
 def dashboard(

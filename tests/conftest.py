@@ -2,6 +2,7 @@ from collections.abc import Callable
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
 from django.urls import reverse
 from rest_framework.test import APIClient
 
@@ -67,6 +68,17 @@ def auth_client(tokens_for) -> Callable[[User], APIClient]:
         return client
 
     return _auth_client
+
+
+@pytest.fixture
+def dsn(django_db_setup) -> str:
+    """Return the libpq DSN of the test database, for a session of its own."""
+    settings = connection.settings_dict
+    return (
+        f"host={settings['HOST']} port={settings['PORT'] or 5432}"
+        f" dbname={settings['NAME']} user={settings['USER']}"
+        f" password={settings['PASSWORD'] or ''}"
+    )
 
 
 @pytest.fixture(scope="session")

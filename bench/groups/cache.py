@@ -106,7 +106,7 @@ def _list_paths(h: Harness, keys: list[str]) -> list[str]:
 
 def _lone_server_ms(
     h: Harness,
-    row: Row | None,
+    row: Row,
     paths: list[str],
     *,
     limit: float,
@@ -117,8 +117,6 @@ def _lone_server_ms(
     The targets (issue 4's list, issue 12's detail) are about the server time
     of a lone request on a flushed cache, not of one among many in flight.
     """
-    if row is None:
-        return
     h.stack.flush_cache()
     server_ms, tally, _ = h.probe(paths, flush_each=flush_each)
     if server_ms is None:

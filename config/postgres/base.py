@@ -16,7 +16,8 @@ so PostgreSQL parses and plans each one anew: for a product's row, joined to
 its category and owner, planning cost 0.5 ms of the server's CPU and running
 it 0.1 ms. ``prepared_cursor()`` hands out a cursor that binds on the server
 and prepares each statement once per connection; the SQL compiled once by
-``config.compiled`` goes through it. With ``prepare_threshold`` None
+``config.compiled`` (and the dashboard's, ``catalog.analytics``) goes through
+it. With ``prepare_threshold`` None
 (``DB_PREPARED_STATEMENTS`` off, for a pooler that cannot keep prepared
 statements) psycopg sends the same statements unprepared.
 """
@@ -71,8 +72,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         """Return a cursor whose statements PostgreSQL prepares once per connection.
 
         Parameters are bound on the server, so the statement is one per SQL
-        and parameter types: only for SQL compiled once (``config.compiled``),
-        never for SQL built per request. Queries are logged and counted as
+        and parameter types: only for SQL written or compiled once (through
+        ``config.compiled.prepared_cursor()``), never for SQL built per
+        request. Queries are logged and counted as
         through ``cursor()``.
         """
         self.close_if_health_check_failed()

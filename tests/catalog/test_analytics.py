@@ -127,6 +127,8 @@ def test_query_count_does_not_grow_with_rows(catalog, django_assert_num_queries)
     CategoryFactory.create_batch(5)
     with django_assert_num_queries(3):
         dashboard()
+    with django_assert_num_queries(4):  # low stock counted live
+        dashboard(low_stock_threshold=3)
 
 
 def test_anonymous_gets_401(api_client):

@@ -286,18 +286,9 @@ def test_truncate_empties_the_figures(staff):
     assert_exact(staff)
 
 
-def _dsn() -> str:
-    settings = connection.settings_dict
-    return (
-        f"host={settings['HOST']} port={settings['PORT'] or 5432}"
-        f" dbname={settings['NAME']} user={settings['USER']}"
-        f" password={settings['PASSWORD'] or ''}"
-    )
-
-
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_creates_in_one_category_neither_wait_nor_fail(
-    auth_client, staff_user
+    auth_client, staff_user, dsn
 ):
     """API creates from threads, then 2,400 raw statements that cross foldings."""
     tools, toys = CategoryFactory(slug="tools"), CategoryFactory(slug="toys")
@@ -333,7 +324,7 @@ def test_concurrent_creates_in_one_category_neither_wait_nor_fail(
     start = threading.Barrier(4)
 
     def hammer(worker: int) -> None:
-        with psycopg.connect(_dsn(), autocommit=True) as conn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
             start.wait()
             for n in range(500):
                 conn.execute(

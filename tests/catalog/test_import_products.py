@@ -19,6 +19,7 @@ from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from catalog.management.commands import import_products as import_products_command
 from catalog.management.commands.import_products import Command as ImportProducts
 from catalog.models import Category, Product
 from catalog.services import products_upsert
@@ -633,6 +634,41 @@ def test_committed_load_builds_the_indexes_on_other_connections(tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_vacuum_that_fails_leaves_the_import_a_success(tmp_path, monkeypatch, dsn):
+    owner = UserFactory()
+    path = write(tmp_path, "p.csv", rows_csv(owner.email, 50))
+    vacuum = import_products_command.analyze
+    monkeypatch.setattr("config.upsert.VACUUM_LOCK_WAIT", "100ms")
+
+    def locked_out(*models, **kwargs):
+        # Another session holds the lock VACUUM needs (an operator's ANALYZE,
+        # a CREATE INDEX CONCURRENTLY) for longer than VACUUM_LOCK_WAIT.
+        with psycopg.connect(dsn) as other:
+            other.execute("LOCK TABLE catalog_product IN SHARE UPDATE EXCLUSIVE MODE")
+            return vacuum(*models, **kwargs)
+
+    monkeypatch.setattr(import_products_command, "analyze", locked_out)
+    out, _ = run(str(path), "--batch-size", "20", "--verbosity", "2")
+
+    assert out.splitlines()[-3].startswith("indexes built in")
+    assert out.splitlines()[-2] == (
+        "catalog_product not vacuumed (canceling statement due to lock timeout);"
+        " autovacuum will, and lists may read the table's rows until it has."
+    )
+    assert summary(out)["created"] == "50"
+    assert Product.objects.count() == 50
+    with connection.cursor() as cursor:  # both restored after the failed VACUUM
+        cursor.execute(
+            "SELECT name, setting FROM pg_settings"
+            " WHERE name IN ('statement_timeout', 'lock_timeout')"
+        )
+        assert dict(cursor.fetchall()) == {
+            "statement_timeout": str(settings.DB_STATEMENT_TIMEOUT_MS),
+            "lock_timeout": "0",
+        }
+
+
+@pytest.mark.django_db(transaction=True)
 def test_committed_load_resolves_owners_ahead_on_the_readers_connection(tmp_path):
     owners = UserFactory.create_batch(3)
     lines = [HEADER.rstrip("\n")]
@@ -782,14 +818,13 @@ def test_field_indexes_a_crash_left_missing_are_built_as_migrations_made_them(
 
 
 def test_import_leaves_indexes_alone_while_another_load_defers_them(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, dsn
 ):
     owner = UserFactory()
     path = write(tmp_path, "p.csv", rows_csv(owner.email, 2))
     with connection.schema_editor() as editor:
         editor.remove_index(Product, Product._meta.indexes[-1])
     monkeypatch.setattr("config.indexes.INDEX_LOCK_WAIT", "100ms")
-    dsn = "postgresql://postgres@127.0.0.1:5432/" + connection.settings_dict["NAME"]
     with psycopg.connect(dsn, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", [index_lock_key(Product)])
         with CaptureQueriesContext(connection) as queries:
@@ -804,11 +839,10 @@ def test_import_leaves_indexes_alone_while_another_load_defers_them(
     assert summary(out)["created"] == "2"
 
 
-def test_busy_catalog_is_loaded_with_its_indexes_in_place(tmp_path, monkeypatch):
+def test_busy_catalog_is_loaded_with_its_indexes_in_place(tmp_path, monkeypatch, dsn):
     owner = UserFactory()
     path = write(tmp_path, "p.csv", rows_csv(owner.email, 2))
     monkeypatch.setattr("config.indexes.DROP_LOCK_WAIT", "100ms")
-    dsn = "postgresql://postgres@127.0.0.1:5432/" + connection.settings_dict["NAME"]
     with psycopg.connect(dsn) as reader:
         # A long transaction that has read products holds a lock DROP INDEX
         # has to wait for.
@@ -867,9 +901,8 @@ def test_new_rows_naming_a_vanished_category_or_owner_break_no_foreign_key(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_categories_and_owners_of_new_rows_cannot_be_deleted_before_commit():
+def test_categories_and_owners_of_new_rows_cannot_be_deleted_before_commit(dsn):
     owner, category = UserFactory(), CategoryFactory()
-    dsn = "postgresql://postgres@127.0.0.1:5432/" + connection.settings_dict["NAME"]
 
     with transaction.atomic():
         products_upsert(rows=[new_row(owner, category)])

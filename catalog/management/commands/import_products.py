@@ -167,7 +167,18 @@ class Command(ImportCommand):
         # A load big enough to defer the indexes leaves the table unvacuumed:
         # lists would read every row from the heap until autovacuum came.
         started = time.monotonic()
-        vacuumed = analyze(Product, vacuum=True)
+        try:
+            vacuumed = analyze(Product, vacuum=True)
+        except (KeyboardInterrupt, DatabaseError) as exc:
+            # The rows and indexes are in: the load succeeded, only faster
+            # reads wait for autovacuum.
+            text = str(exc).strip()
+            reason = text.splitlines()[0] if text else "interrupted"
+            self._note(
+                f"catalog_product not vacuumed ({reason}); autovacuum will,"
+                " and lists may read the table's rows until it has."
+            )
+            return
         if self.verbosity >= 2:
             done = "vacuumed and analyzed" if vacuumed else "analyzed"
             self.stdout.write(
