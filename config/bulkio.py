@@ -365,6 +365,12 @@ class RecordReader:
             yield Record(line, obj)
 
 
+def error_line(exc: BaseException, default: str) -> str:
+    """Return the first line of *exc*'s message (details follow it), or *default*."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else default
+
+
 def open_input(path: str) -> tuple[IO[bytes], int | None]:
     """Open *path* ('-' is standard input) as bytes; return it and its size if known."""
     if path == "-":
@@ -744,7 +750,7 @@ class ImportCommand(BaseCommand):
                 " rerun the same command to finish (rows are upserted, not duplicated)"
             )
         except DatabaseError as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc
+            message = error_line(exc, str(exc))
             failure = (
                 f"database error near line {reader.line}: {message}; rerun the same"
                 " command to finish (rows are upserted, not duplicated)"

@@ -18,7 +18,13 @@ from catalog.validation import (
     clean_owner_email,
     clean_product,
 )
-from config.bulkio import ImportCommand, Record, Rejection, UpsertResult
+from config.bulkio import (
+    ImportCommand,
+    Record,
+    Rejection,
+    UpsertResult,
+    error_line,
+)
 from config.indexes import Deferral, deferred_indexes, indexes_missing
 from config.metrics import BULK_ROWS_WRITTEN
 from config.upsert import analyze
@@ -112,10 +118,7 @@ class Command(ImportCommand):
                 self.deferral = deferral
                 super().handle(*args, **options)
         except DatabaseError as exc:
-            text = str(exc).strip()
-            raise CommandError(
-                f"database error: {text.splitlines()[0] if text else exc!r}"
-            ) from exc
+            raise CommandError(f"database error: {error_line(exc, repr(exc))}") from exc
 
     def _say_what_happened_to(self, deferral: Deferral) -> None:
         if not deferral.held:
@@ -150,8 +153,7 @@ class Command(ImportCommand):
         try:
             names = self.deferral.finish()
         except (KeyboardInterrupt, DatabaseError) as exc:
-            text = str(exc).strip()
-            reason = text.splitlines()[0] if text else "interrupted"
+            reason = error_line(exc, "interrupted")
             raise CommandError(
                 f"indexes not built ({reason}); the next import_products run"
                 " builds them"
@@ -172,8 +174,7 @@ class Command(ImportCommand):
         except (KeyboardInterrupt, DatabaseError) as exc:
             # The rows and indexes are in: the load succeeded, only faster
             # reads wait for autovacuum.
-            text = str(exc).strip()
-            reason = text.splitlines()[0] if text else "interrupted"
+            reason = error_line(exc, "interrupted")
             self._note(
                 f"catalog_product not vacuumed ({reason}); autovacuum will,"
                 " and lists may read the table's rows until it has."
